@@ -1,0 +1,357 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"math/bits"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// consumeToken deletes the token row if it belongs to the customer and has
+// not expired. One affected row means this transaction owns the token; a
+// concurrent duplicate blocks here on the row lock until the owner commits
+// (and then deletes nothing) or rolls back (and then owns the token).
+const consumeToken = `DELETE FROM tokens WHERE token_hash = ? AND customer_id = ? AND expire_time > ?`
+
+// PlaceOrder consumes the request's token and, in the same transaction,
+// reserves stock, writes the order and stores the outcome; or, if the token
+// was consumed before, returns that first outcome with Replayed set.
+//
+// A stored rejection (ErrOutOfStock) is an outcome, not an error. Errors:
+// ErrTokenNotFound, ErrTokenExpired, ErrTokenReused (the token placed other
+// items), ErrProductNotFound, ErrCurrencyMismatch, ErrAmountOverflow (these
+// change nothing); ErrContention after the retry budget; ErrUnavailable
+// (if the connection was lost during COMMIT the order may exist: a retry
+// replays it); context errors when ctx ends, including while waiting for a
+// concurrent call with the same token.
+func (s *Store) PlaceOrder(ctx context.Context, req PlaceRequest) (*Outcome, error) {
+	hash := HashToken(req.Token)
+	fp := req.fingerprint()
+	items := slices.Clone(req.Items)
+	// Locks are taken in SKU order so that concurrent orders sharing
+	// products queue instead of deadlocking.
+	slices.SortFunc(items, func(a, b Item) int { return strings.Compare(a.SKU, b.SKU) })
+
+	var out *Outcome
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		now := s.opts.Now().UTC().Truncate(time.Microsecond)
+		res, err := tx.ExecContext(ctx, consumeToken, hash, req.CustomerID, now)
+		if err != nil {
+			return fmt.Errorf("consume token: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("consume token: %w", err)
+		}
+		if n == 0 {
+			out, err = priorOutcome(ctx, tx, hash, req.CustomerID, fp)
+			return err
+		}
+		out, err = execute(ctx, tx, hash, fp, req.CustomerID, items, now)
+		return err
+	})
+	if mysqlErrNumber(err) == erDupEntry {
+		// The UNIQUE keys on the token hash caught a second outcome for
+		// one token: whatever raced us committed first, so replay it.
+		err = s.inTx(ctx, func(tx *sql.Tx) error {
+			out, err = priorOutcome(ctx, tx, hash, req.CustomerID, fp)
+			return err
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+const (
+	lockProductsPrefix = `SELECT sku, unit_price_minor, currency, stock FROM products WHERE sku IN (`
+	lockProductsSuffix = `) ORDER BY sku FOR UPDATE`
+	insertOrder        = `INSERT INTO orders (id, customer_id, token_hash, total_minor, currency, status, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	insertLinesPrefix  = `INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor, line_total_minor) VALUES `
+	insertOutcome      = `INSERT INTO outcomes (token_hash, customer_id, request_hash, order_id, rejection, body, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`
+)
+
+// execute runs the placement for a token this transaction has consumed.
+// items are sorted by SKU.
+func execute(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID string, items []Item, now time.Time) (*Outcome, error) {
+	args := make([]any, len(items))
+	for i, it := range items {
+		args[i] = it.SKU
+	}
+	rows, err := tx.QueryContext(ctx, lockProductsPrefix+placeholders(len(items), "?")+lockProductsSuffix, args...)
+	if err != nil {
+		return nil, fmt.Errorf("lock products: %w", err)
+	}
+	products := make(map[string]Product, len(items))
+	for rows.Next() {
+		var p Product
+		if err := rows.Scan(&p.SKU, &p.UnitPriceMinor, &p.Currency, &p.Stock); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("scan product: %w", err)
+		}
+		products[p.SKU] = p
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lock products: %w", err)
+	}
+
+	order := &Order{ID: uuid.Must(uuid.NewV7()).String(), CustomerID: customerID, Status: OrderStatusPlaced, CreateTime: now}
+	var short error
+	for _, it := range items {
+		p, ok := products[it.SKU]
+		if !ok {
+			return nil, withDetail(ErrProductNotFound, "sku", it.SKU)
+		}
+		if order.Currency == "" {
+			order.Currency = p.Currency
+		} else if p.Currency != order.Currency {
+			return nil, withDetail(ErrCurrencyMismatch, "sku", it.SKU, "currency", p.Currency, "order_currency", order.Currency)
+		}
+		hi, lineTotal := bits.Mul64(uint64(it.Quantity), uint64(p.UnitPriceMinor))
+		total, carry := bits.Add64(uint64(order.TotalMinor), lineTotal, 0)
+		if hi != 0 || carry != 0 || lineTotal > 1<<63-1 || total > 1<<63-1 {
+			return nil, withDetail(ErrAmountOverflow, "sku", it.SKU)
+		}
+		order.TotalMinor = int64(total)
+		order.Lines = append(order.Lines, Line{SKU: it.SKU, Quantity: it.Quantity, UnitPriceMinor: p.UnitPriceMinor, LineTotalMinor: int64(lineTotal)})
+		if short == nil && p.Stock < it.Quantity {
+			short = withDetail(ErrOutOfStock, "sku", it.SKU,
+				"requested", strconv.FormatInt(it.Quantity, 10), "available", strconv.FormatInt(p.Stock, 10))
+		}
+	}
+
+	if short != nil {
+		out := &Outcome{Rejection: short}
+		if err := storeOutcome(ctx, tx, hash, fp, customerID, out, now); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+
+	// One statement decrements every line's stock; the rows are locked
+	// and were checked above.
+	var upd strings.Builder
+	upd.WriteString("UPDATE products SET stock = CASE sku")
+	uargs := make([]any, 0, 3*len(items))
+	for _, it := range items {
+		upd.WriteString(" WHEN ? THEN stock - ?")
+		uargs = append(uargs, it.SKU, it.Quantity)
+	}
+	upd.WriteString(" END WHERE sku IN (" + placeholders(len(items), "?") + ")")
+	uargs = append(uargs, args...)
+	if _, err := tx.ExecContext(ctx, upd.String(), uargs...); err != nil {
+		return nil, fmt.Errorf("reserve stock: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, insertOrder, order.ID, customerID, hash, order.TotalMinor, order.Currency, order.Status, now); err != nil {
+		return nil, fmt.Errorf("insert order: %w", err)
+	}
+	largs := make([]any, 0, 6*len(order.Lines))
+	for i, l := range order.Lines {
+		largs = append(largs, order.ID, i+1, l.SKU, l.Quantity, l.UnitPriceMinor, l.LineTotalMinor)
+	}
+	if _, err := tx.ExecContext(ctx, insertLinesPrefix+placeholders(len(order.Lines), "(?, ?, ?, ?, ?, ?)"), largs...); err != nil {
+		return nil, fmt.Errorf("insert order lines: %w", err)
+	}
+	out := &Outcome{Order: order}
+	if err := storeOutcome(ctx, tx, hash, fp, customerID, out, now); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// placeholders returns n copies of one joined by commas.
+func placeholders(n int, one string) string {
+	return strings.TrimSuffix(strings.Repeat(one+", ", n), ", ")
+}
+
+// outcomeBody is how an outcome is stored: a snapshot, so that a replay
+// answers exactly what the first call answered even after the order or its
+// products change.
+type outcomeBody struct {
+	Order     *Order            `json:"order,omitempty"`
+	Rejection string            `json:"rejection,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+}
+
+func storeOutcome(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID string, out *Outcome, now time.Time) error {
+	body := outcomeBody{Order: out.Order}
+	var orderID, rejection sql.NullString
+	if out.Order != nil {
+		orderID = sql.NullString{String: out.Order.ID, Valid: true}
+	} else {
+		body.Rejection = rejectionCode(out.Rejection)
+		if body.Rejection == "" {
+			return fmt.Errorf("store outcome: %v is not a stored rejection", out.Rejection)
+		}
+		rejection = sql.NullString{String: body.Rejection, Valid: true}
+		if d, ok := out.Rejection.(*DetailError); ok {
+			body.Metadata = d.Metadata
+		}
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("encode outcome: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, insertOutcome, hash, customerID, fp, orderID, rejection, b, now); err != nil {
+		return fmt.Errorf("store outcome: %w", err)
+	}
+	return nil
+}
+
+const (
+	selectOutcome     = `SELECT customer_id, request_hash, body FROM outcomes WHERE token_hash = ?`
+	selectTokenExpiry = `SELECT expire_time FROM tokens WHERE token_hash = ? AND customer_id = ?`
+)
+
+// priorOutcome explains why this transaction could not consume the token:
+// its stored outcome (a replay), or expired, or not found. It runs after the
+// consuming DELETE, which waited for any concurrent owner of the token; READ
+// COMMITTED makes that owner's outcome visible here.
+func priorOutcome(ctx context.Context, tx *sql.Tx, hash []byte, customerID string, fp []byte) (*Outcome, error) {
+	var (
+		owner   string
+		reqHash []byte
+		raw     []byte
+	)
+	err := tx.QueryRowContext(ctx, selectOutcome, hash).Scan(&owner, &reqHash, &raw)
+	switch {
+	case err == nil:
+		if owner != customerID {
+			return nil, ErrTokenNotFound
+		}
+		if !bytes.Equal(reqHash, fp) {
+			return nil, ErrTokenReused
+		}
+		return decodeOutcome(raw)
+	case !errNoRows(err):
+		return nil, fmt.Errorf("read outcome: %w", err)
+	}
+	var expire time.Time
+	err = tx.QueryRowContext(ctx, selectTokenExpiry, hash, customerID).Scan(&expire)
+	switch {
+	case err == nil:
+		return nil, ErrTokenExpired
+	case errNoRows(err):
+		return nil, ErrTokenNotFound
+	}
+	return nil, fmt.Errorf("read token: %w", err)
+}
+
+func decodeOutcome(raw []byte) (*Outcome, error) {
+	var body outcomeBody
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, fmt.Errorf("decode outcome: %w", err)
+	}
+	out := &Outcome{Order: body.Order, Replayed: true}
+	if body.Order == nil {
+		rej, ok := storedRejections[body.Rejection]
+		if !ok {
+			return nil, fmt.Errorf("decode outcome: unknown rejection %q", body.Rejection)
+		}
+		out.Rejection = &DetailError{Err: rej, Metadata: body.Metadata}
+	}
+	return out, nil
+}
+
+const selectOrder = `
+SELECT o.id, o.customer_id, o.total_minor, o.currency, o.status, o.create_time,
+       l.sku, l.quantity, l.unit_price_minor, l.line_total_minor
+FROM orders o JOIN order_lines l ON l.order_id = o.id
+WHERE o.id = ?
+ORDER BY l.line_no`
+
+// GetOrder returns an order with its lines. It returns ErrNotFound when
+// there is none.
+func (s *Store) GetOrder(ctx context.Context, id string) (*Order, error) {
+	orders, err := s.queryOrders(ctx, selectOrder, id)
+	if err != nil {
+		return nil, fmt.Errorf("get order: %w", err)
+	}
+	if len(orders) == 0 {
+		return nil, ErrNotFound
+	}
+	return orders[0], nil
+}
+
+// Cursor is a position in a customer's orders, newest first: the last order
+// of the previous page.
+type Cursor struct {
+	CreateTime time.Time
+	ID         string
+}
+
+// The page is cut in a derived table so that the lines come in the same
+// round trip. MySQL and MariaDB both allow LIMIT there.
+const (
+	listOrdersHead = `
+SELECT o.id, o.customer_id, o.total_minor, o.currency, o.status, o.create_time,
+       l.sku, l.quantity, l.unit_price_minor, l.line_total_minor
+FROM (SELECT id, customer_id, total_minor, currency, status, create_time FROM orders
+      WHERE customer_id = ?`
+	listOrdersAfter = ` AND (create_time < ? OR (create_time = ? AND id < ?))`
+	listOrdersTail  = `
+      ORDER BY create_time DESC, id DESC LIMIT ?) o
+JOIN order_lines l ON l.order_id = o.id
+ORDER BY o.create_time DESC, o.id DESC, l.line_no`
+)
+
+// ListOrders returns up to pageSize of a customer's orders, newest first,
+// after the cursor (nil: from the newest). next is nil on the last page.
+func (s *Store) ListOrders(ctx context.Context, customerID string, pageSize int, after *Cursor) (orders []*Order, next *Cursor, err error) {
+	q := listOrdersHead
+	args := []any{customerID}
+	if after != nil {
+		q += listOrdersAfter
+		args = append(args, after.CreateTime, after.CreateTime, after.ID)
+	}
+	q += listOrdersTail
+	args = append(args, pageSize+1)
+	orders, err = s.queryOrders(ctx, q, args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list orders: %w", err)
+	}
+	if len(orders) > pageSize {
+		orders = orders[:pageSize]
+		last := orders[pageSize-1]
+		next = &Cursor{CreateTime: last.CreateTime, ID: last.ID}
+	}
+	return orders, next, nil
+}
+
+// queryOrders reads rows of order columns joined with line columns, ordered
+// so that each order's lines are adjacent.
+func (s *Store) queryOrders(ctx context.Context, query string, args ...any) ([]*Order, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, classify(ctx, err)
+	}
+	defer rows.Close()
+	var orders []*Order
+	for rows.Next() {
+		var o Order
+		var l Line
+		if err := rows.Scan(&o.ID, &o.CustomerID, &o.TotalMinor, &o.Currency, &o.Status, &o.CreateTime,
+			&l.SKU, &l.Quantity, &l.UnitPriceMinor, &l.LineTotalMinor); err != nil {
+			return nil, classify(ctx, err)
+		}
+		if n := len(orders); n == 0 || orders[n-1].ID != o.ID {
+			orders = append(orders, &o)
+		}
+		cur := orders[len(orders)-1]
+		cur.Lines = append(cur.Lines, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, classify(ctx, err)
+	}
+	return orders, nil
+}
