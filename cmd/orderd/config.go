@@ -71,7 +71,7 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: %s [serve|migrate [up|status]|version] [flags]\n\nEvery flag can also be set with the environment variable shown.\n\n", name)
+		fmt.Fprintf(out, "Usage of %s:\n  orderd [serve] [flags]\n  orderd migrate [up|status] [flags]\n  orderd version\n\nEvery flag can also be set with the environment variable shown; the flag wins.\n\n", name)
 		fs.VisitAll(func(f *flag.Flag) {
 			fmt.Fprintf(out, "  -%s (%s, default %q)\n    \t%s\n", f.Name, envName(f.Name), f.DefValue, f.Usage)
 		})
