@@ -16,8 +16,14 @@ import (
 // Domain errors. The server maps each to one gRPC status (server/errors.go);
 // callers test for them with errors.Is.
 var (
-	// ErrNotFound: the order or product does not exist.
+	// ErrNotFound: something asked for does not exist. ErrOrderNotFound and
+	// ErrProductNotFound say what; both match ErrNotFound with errors.Is.
 	ErrNotFound = errors.New("not found")
+	// ErrOrderNotFound: no order has the id.
+	ErrOrderNotFound = fmt.Errorf("order %w", ErrNotFound)
+	// ErrProductNotFound: no product has the SKU (also when an item of
+	// PlaceOrder names it; then nothing is changed).
+	ErrProductNotFound = fmt.Errorf("product %w", ErrNotFound)
 	// ErrTokenNotFound: the token was never issued, was issued to another
 	// customer, or was purged. Deliberately one error for all three.
 	ErrTokenNotFound = errors.New("token not found")
@@ -25,8 +31,6 @@ var (
 	ErrTokenExpired = errors.New("token expired")
 	// ErrTokenReused: the token was consumed by a request with other items.
 	ErrTokenReused = errors.New("token reused with a different request")
-	// ErrProductNotFound: an item names a SKU that does not exist.
-	ErrProductNotFound = errors.New("product not found")
 	// ErrCurrencyMismatch: the items are priced in different currencies.
 	ErrCurrencyMismatch = errors.New("items priced in different currencies")
 	// ErrAmountOverflow: the order total does not fit in 64 bits.

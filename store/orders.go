@@ -270,15 +270,15 @@ FROM orders o JOIN order_lines l ON l.order_id = o.id
 WHERE o.id = ?
 ORDER BY l.line_no`
 
-// GetOrder returns an order with its lines. It returns ErrNotFound when
-// there is none.
+// GetOrder returns an order with its lines. It returns ErrOrderNotFound
+// (which matches ErrNotFound) when there is none.
 func (s *Store) GetOrder(ctx context.Context, id string) (*Order, error) {
 	orders, err := s.queryOrders(ctx, selectOrder, id)
 	if err != nil {
 		return nil, fmt.Errorf("get order: %w", err)
 	}
 	if len(orders) == 0 {
-		return nil, ErrNotFound
+		return nil, ErrOrderNotFound
 	}
 	return orders[0], nil
 }

@@ -21,12 +21,13 @@ func (s *Store) PutProduct(ctx context.Context, p Product) (Product, error) {
 
 const getProduct = `SELECT sku, name, unit_price_minor, currency, stock FROM products WHERE sku = ?`
 
-// GetProduct returns a product. It returns ErrNotFound when there is none.
+// GetProduct returns a product. It returns ErrProductNotFound (which matches
+// ErrNotFound) when there is none.
 func (s *Store) GetProduct(ctx context.Context, sku string) (Product, error) {
 	var p Product
 	err := s.db.QueryRowContext(ctx, getProduct, sku).Scan(&p.SKU, &p.Name, &p.UnitPriceMinor, &p.Currency, &p.Stock)
 	if errNoRows(err) {
-		return Product{}, ErrNotFound
+		return Product{}, ErrProductNotFound
 	}
 	if err != nil {
 		return Product{}, fmt.Errorf("get product: %w", classify(ctx, err))

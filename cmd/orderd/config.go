@@ -187,4 +187,3 @@ func redactedDSN(dsn string) string {
 	}
 	return cfg.FormatDSN()
 }
-
