@@ -33,6 +33,10 @@ var (
 	ErrTokenReused = errors.New("token reused with a different request")
 	// ErrCurrencyMismatch: the items are priced in different currencies.
 	ErrCurrencyMismatch = errors.New("items priced in different currencies")
+	// ErrInvalidRequest: the request breaks a rule the API also enforces
+	// (items present, quantities positive, each SKU once, page size and
+	// batch positive); checked here too so no caller can bypass it.
+	ErrInvalidRequest = errors.New("invalid request")
 	// ErrAmountOverflow: the order total does not fit in 64 bits.
 	ErrAmountOverflow = errors.New("order total too large")
 	// ErrOutOfStock: an item asks for more than the stock. It is a stored
@@ -153,7 +157,10 @@ func classify(ctx context.Context, err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		// Before isConnError: DeadlineExceeded is also a net.Error.
+		return err
+	case ctx.Err() != nil:
 		return fmt.Errorf("%w (%v)", ctx.Err(), err)
 	case retryCause(err) != "":
 		return fmt.Errorf("%w: %v", ErrContention, err)

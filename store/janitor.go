@@ -22,10 +22,15 @@ type PurgeResult struct {
 // (each its own short transaction), until none is left or ctx ends. Several
 // replicas may run it at once: each row is deleted by one of them.
 //
+// batch below 1 is ErrInvalidRequest.
+//
 // Once an outcome is purged, its token answers ErrTokenNotFound; the order
 // itself stays, and its UNIQUE token hash still prevents a second order.
 func (s *Store) Purge(ctx context.Context, tokensBefore, outcomesBefore time.Time, batch int) (PurgeResult, error) {
 	var res PurgeResult
+	if batch < 1 {
+		return res, withDetail(ErrInvalidRequest, "batch", fmt.Sprint(batch))
+	}
 	for _, p := range []struct {
 		query  string
 		before time.Time

@@ -58,6 +58,25 @@ type PlaceRequest struct {
 	Items      []Item
 }
 
+// check rejects requests the SQL below cannot handle correctly: the stock
+// check reads each SKU once, so a SKU twice would oversell.
+func (r PlaceRequest) check() error {
+	if len(r.Items) == 0 {
+		return withDetail(ErrInvalidRequest, "field", "items")
+	}
+	seen := make(map[string]bool, len(r.Items))
+	for _, it := range r.Items {
+		if it.Quantity < 1 {
+			return withDetail(ErrInvalidRequest, "field", "quantity", "sku", it.SKU)
+		}
+		if seen[it.SKU] {
+			return withDetail(ErrInvalidRequest, "field", "sku", "sku", it.SKU)
+		}
+		seen[it.SKU] = true
+	}
+	return nil
+}
+
 // fingerprint is the SHA-256 of the request's identity: customer and items
 // sorted by SKU (so the order of lines does not matter). The token is not
 // part of it: it is the key the fingerprint is stored under.

@@ -26,6 +26,7 @@ const consumeToken = `DELETE FROM tokens WHERE token_hash = ? AND customer_id = 
 // was consumed before, returns that first outcome with Replayed set.
 //
 // A stored rejection (ErrOutOfStock) is an outcome, not an error. Errors:
+// ErrInvalidRequest (no items, a quantity below 1, a SKU twice),
 // ErrTokenNotFound, ErrTokenExpired, ErrTokenReused (the token placed other
 // items), ErrProductNotFound, ErrCurrencyMismatch, ErrAmountOverflow (these
 // change nothing); ErrContention after the retry budget; ErrUnavailable
@@ -33,6 +34,9 @@ const consumeToken = `DELETE FROM tokens WHERE token_hash = ? AND customer_id = 
 // replays it); context errors when ctx ends, including while waiting for a
 // concurrent call with the same token.
 func (s *Store) PlaceOrder(ctx context.Context, req PlaceRequest) (*Outcome, error) {
+	if err := req.check(); err != nil {
+		return nil, err
+	}
 	hash := HashToken(req.Token)
 	fp := req.fingerprint()
 	items := slices.Clone(req.Items)
@@ -307,7 +311,11 @@ ORDER BY o.create_time DESC, o.id DESC, l.line_no`
 
 // ListOrders returns up to pageSize of a customer's orders, newest first,
 // after the cursor (nil: from the newest). next is nil on the last page.
+// pageSize below 1 is ErrInvalidRequest.
 func (s *Store) ListOrders(ctx context.Context, customerID string, pageSize int, after *Cursor) (orders []*Order, next *Cursor, err error) {
+	if pageSize < 1 {
+		return nil, nil, withDetail(ErrInvalidRequest, "page_size", strconv.Itoa(pageSize))
+	}
 	q := listOrdersHead
 	args := []any{customerID}
 	if after != nil {

@@ -14,6 +14,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,4 +153,65 @@ func DB(tb testing.TB, dsn string) *sql.DB {
 	}
 	tb.Cleanup(func() { db.Close() })
 	return db
+}
+
+// Server is a private database server owned by one test, which may stop
+// and restart it (outage tests). It is stopped when the test ends.
+type Server struct {
+	tb   testing.TB
+	dir  string
+	port string
+}
+
+// NewServer initialises and starts a private server in a temporary
+// directory on a free port. It takes a few seconds.
+func NewServer(tb testing.TB) *Server {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	l.Close()
+	s := &Server{tb: tb, dir: tb.TempDir(), port: port}
+	tb.Cleanup(s.Stop)
+	s.Start()
+	return s
+}
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + s.port }
+
+// DSN returns the DSN of database db on the server, creating it.
+func (s *Server) DSN(db string) string {
+	s.tb.Helper()
+	return strings.TrimSpace(s.script("start", s.dir, s.port, db))
+}
+
+// Start starts the server (again); it keeps its data.
+func (s *Server) Start() {
+	s.tb.Helper()
+	s.script("start", s.dir, s.port)
+}
+
+// Stop shuts the server down and waits until it has exited.
+func (s *Server) Stop() {
+	s.tb.Helper()
+	s.script("stop", s.dir)
+}
+
+func (s *Server) script(args ...string) string {
+	s.tb.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(root, "scripts", "mysql-private"), args...)
+	cmd.Stderr = os.Stderr
+	cmd.WaitDelay = time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		s.tb.Fatalf("scripts/mysql-private %s: %v", strings.Join(args, " "), err)
+	}
+	return string(out)
 }
