@@ -46,6 +46,7 @@ var errorTable = []errorEntry{
 	{store.ErrOutOfStock, codes.FailedPrecondition, "OUT_OF_STOCK", "not enough stock", 0},
 	{store.ErrProductNotFound, codes.NotFound, "PRODUCT_NOT_FOUND", "no such product", 0},
 	{store.ErrOrderNotFound, codes.NotFound, "ORDER_NOT_FOUND", "no such order", 0},
+	{store.ErrInvalidRequest, codes.InvalidArgument, "INVALID_REQUEST", "invalid request", 0},
 	{store.ErrCurrencyMismatch, codes.InvalidArgument, "CURRENCY_MISMATCH", "the items are priced in different currencies", 0},
 	{store.ErrAmountOverflow, codes.InvalidArgument, "AMOUNT_OVERFLOW", "the order total is too large", 0},
 	{errInvalidPageToken, codes.InvalidArgument, "INVALID_PAGE_TOKEN", "page_token is not one this call returned for this customer", 0},

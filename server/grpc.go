@@ -17,6 +17,7 @@ import (
 	pvmw "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -42,11 +43,8 @@ type Options struct {
 	// HealthInterval is how often the database is pinged for the health
 	// service (default 2s).
 	HealthInterval time.Duration
-	// UnaryInterceptors run after the built-in chain, just before the
-	// handler (for example metrics).
-	UnaryInterceptors []grpc.UnaryServerInterceptor
-	// ServerOptions are passed to grpc.NewServer after the built-in ones.
-	ServerOptions []grpc.ServerOption
+	// Metrics receives grpc_server_* and the domain counters (nil: none).
+	Metrics *Metrics
 }
 
 func (o *Options) setDefaults() {
@@ -76,15 +74,15 @@ type Server struct {
 	opts   Options
 
 	mu       sync.Mutex
-	stopping bool
+	stopping chan struct{} // closed when Shutdown begins
 }
 
 // serviceNames are the services whose health is reported, besides "".
 var serviceNames = []string{orderv1.OrderService_ServiceDesc.ServiceName, orderv1.ProductService_ServiceDesc.ServiceName}
 
 // New assembles the server over st. Interceptors, outermost first:
-// logging, recovery (a panic becomes INTERNAL), error mapping (domain
-// errors to statuses with ErrorInfo), protovalidate, then opts'.
+// logging, metrics, recovery (a panic becomes INTERNAL), error mapping
+// (domain errors to statuses with ErrorInfo, in one place), protovalidate.
 func New(st Store, opts Options) (*Server, error) {
 	opts.setDefaults()
 	validator, err := protovalidate.New()
@@ -92,33 +90,46 @@ func New(st Store, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("protovalidate: %w", err)
 	}
 	log := opts.Logger
-	loggable := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
-		return c.Service != healthpb.Health_ServiceDesc.ServiceName && !strings.HasPrefix(c.Service, "grpc.reflection.")
+	// Health checks and reflection are logged at debug level only.
+	infra := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service == healthpb.Health_ServiceDesc.ServiceName || strings.HasPrefix(c.Service, "grpc.reflection.")
 	})
+	api := selector.MatchFunc(func(ctx context.Context, c interceptors.CallMeta) bool { return !infra.Match(ctx, c) })
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithFieldsFromContextAndCallMeta(logFields),
 		logging.WithLevels(func(c codes.Code) logging.Level {
-			if c == codes.Internal || c == codes.Unknown || c == codes.DataLoss {
+			switch c {
+			case codes.Internal, codes.Unknown, codes.DataLoss:
 				return logging.LevelError
+			case codes.Unavailable, codes.Aborted:
+				return logging.LevelWarn
 			}
 			return logging.LevelInfo
 		}),
 	}
+	debugOpts := append(logOpts[:len(logOpts):len(logOpts)], logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }))
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
 		return statusFor(errInternal).Err()
 	})
 	unary := []grpc.UnaryServerInterceptor{
-		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), loggable),
+		notesInterceptor,
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), api),
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), debugOpts...), infra),
+	}
+	unary = append(unary, opts.Metrics.unary()...)
+	unary = append(unary,
 		recovery.UnaryServerInterceptor(recoveryOpt),
-		errorInterceptor(log),
+		errorInterceptor(log, opts.Metrics),
 		pvmw.UnaryServerInterceptor(validator),
-	}
-	unary = append(unary, opts.UnaryInterceptors...)
+	)
 	stream := []grpc.StreamServerInterceptor{
-		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), loggable),
-		recovery.StreamServerInterceptor(recoveryOpt),
+		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), api),
+		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), debugOpts...), infra),
 	}
+	stream = append(stream, opts.Metrics.stream()...)
+	stream = append(stream, recovery.StreamServerInterceptor(recoveryOpt))
 	gopts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -126,13 +137,17 @@ func New(st Store, opts Options) (*Server, error) {
 		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: opts.KeepaliveMinTime, PermitWithoutStream: true}),
 	}
-	gs := grpc.NewServer(append(gopts, opts.ServerOptions...)...)
-	orderv1.RegisterOrderServiceServer(gs, NewOrderServer(st, log))
+	gs := grpc.NewServer(gopts...)
+	orderv1.RegisterOrderServiceServer(gs, NewOrderServer(st, log, opts.Metrics))
 	orderv1.RegisterProductServiceServer(gs, NewProductServer(st))
 	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
+	stopping := make(chan struct{})
+	healthpb.RegisterHealthServer(gs, healthService{Server: hs, stopping: stopping})
 	reflection.Register(gs)
-	s := &Server{grpc: gs, health: hs, store: st, opts: opts}
+	if opts.Metrics != nil {
+		opts.Metrics.grpc.InitializeMetrics(gs)
+	}
+	s := &Server{grpc: gs, health: hs, store: st, opts: opts, stopping: stopping}
 	s.setServing(true)
 	return s, nil
 }
@@ -146,32 +161,41 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 
 // errorInterceptor answers every handler error with a status from the error
 // table, and rewrites validation failures into standard error details.
-// Errors the table does not know are logged and answered INTERNAL.
-func errorInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
+// Errors the table does not know are answered INTERNAL; their text, like
+// that of UNAVAILABLE and ABORTED causes, goes only to the log. It also
+// notes the call's token (as a hash prefix) and error reason for the log
+// line, and counts PlaceOrder errors by reason.
+func errorInterceptor(log *slog.Logger, m *Metrics) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if r, ok := req.(interface{ GetToken() string }); ok && r.GetToken() != "" {
+			note(ctx, "token", tokenRef(r.GetToken()))
+		}
 		resp, err := handler(ctx, req)
 		if err == nil {
 			return resp, nil
 		}
-		if st, ok := status.FromError(err); ok {
-			if st.Code() == codes.InvalidArgument {
-				return nil, validationStatus(st).Err()
+		st, ok := status.FromError(err)
+		switch {
+		case ok && st.Code() == codes.InvalidArgument:
+			st = validationStatus(st)
+		case !ok:
+			st = statusFor(err)
+			if c := st.Code(); c == codes.Internal || c == codes.Unavailable || c == codes.Aborted {
+				note(ctx, "cause", err.Error())
 			}
-			return nil, err
 		}
-		st := statusFor(err)
-		if st.Code() == codes.Internal || st.Code() == codes.Unavailable || st.Code() == codes.Aborted {
-			log.Log(ctx, levelFor(st.Code()), "call failed", "method", info.FullMethod, "code", st.Code().String(), "err", err)
+		reason := "UNKNOWN"
+		for _, d := range st.Details() {
+			if e, ok := d.(*errdetails.ErrorInfo); ok {
+				reason = e.GetReason()
+			}
+		}
+		note(ctx, "reason", reason)
+		if info.FullMethod == orderv1.OrderService_PlaceOrder_FullMethodName {
+			m.placeError(reason)
 		}
 		return nil, st.Err()
 	}
-}
-
-func levelFor(c codes.Code) slog.Level {
-	if c == codes.Internal {
-		return slog.LevelError
-	}
-	return slog.LevelWarn
 }
 
 // Serve accepts connections on lis until Shutdown.
@@ -182,9 +206,6 @@ func (s *Server) Serve(lis net.Listener) error {
 	}
 	return err
 }
-
-// GRPC returns the underlying grpc.Server.
-func (s *Server) GRPC() *grpc.Server { return s.grpc }
 
 // WatchDatabase pings the database every HealthInterval until ctx ends and
 // reports NOT_SERVING while it does not answer.
@@ -213,8 +234,10 @@ func (s *Server) WatchDatabase(ctx context.Context) {
 func (s *Server) setServing(ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping {
+	select {
+	case <-s.stopping:
 		return
+	default:
 	}
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if ok {
@@ -226,12 +249,17 @@ func (s *Server) setServing(ok bool) {
 	}
 }
 
-// Shutdown reports NOT_SERVING, stops accepting calls and waits for the
-// calls in flight to finish; when ctx ends first, it cancels them.
+// Shutdown reports NOT_SERVING, ends health Watch streams, stops accepting
+// calls and waits for the calls in flight to finish; when ctx ends first,
+// it cancels them. It may be called more than once.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
-	s.stopping = true
-	s.health.Shutdown()
+	select {
+	case <-s.stopping:
+	default:
+		s.health.Shutdown()
+		close(s.stopping)
+	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {

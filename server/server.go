@@ -44,15 +44,16 @@ const (
 // OrderServer implements order.v1.OrderService.
 type OrderServer struct {
 	orderv1.UnimplementedOrderServiceServer
-	store Store
-	log   *slog.Logger
+	store   Store
+	log     *slog.Logger
+	metrics *Metrics
 }
 
 var _ orderv1.OrderServiceServer = (*OrderServer)(nil)
 
-// NewOrderServer returns an OrderService over st.
-func NewOrderServer(st Store, log *slog.Logger) *OrderServer {
-	return &OrderServer{store: st, log: log}
+// NewOrderServer returns an OrderService over st. m may be nil.
+func NewOrderServer(st Store, log *slog.Logger, m *Metrics) *OrderServer {
+	return &OrderServer{store: st, log: log, metrics: m}
 }
 
 // IssueToken implements order.v1.OrderService.
@@ -61,6 +62,7 @@ func (s *OrderServer) IssueToken(ctx context.Context, req *orderv1.IssueTokenReq
 	if err != nil {
 		return nil, err
 	}
+	s.metrics.tokenIssued()
 	return issueTokenResponse(t), nil
 }
 
@@ -70,6 +72,7 @@ func (s *OrderServer) PlaceOrder(ctx context.Context, req *orderv1.PlaceOrderReq
 	if err != nil {
 		return nil, err
 	}
+	s.metrics.placed(out)
 	if out.Replayed {
 		if err := grpc.SetHeader(ctx, metadata.Pairs(ReplayedHeader, "true")); err != nil {
 			s.log.WarnContext(ctx, "set replay header", "err", err)

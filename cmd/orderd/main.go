@@ -24,11 +24,9 @@ import (
 	"syscall"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc"
 
 	"github.com/orderd/orderd/server"
 	"github.com/orderd/orderd/store"
@@ -127,16 +125,9 @@ func migrate(ctx context.Context, cfg *config, sub string, out io.Writer) error 
 func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	txRetries := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "orderd_tx_retries_total", Help: "Transactions rerun after a deadlock or lock wait timeout, by cause.",
-	}, []string{"cause"})
-	janitorDeleted := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "orderd_janitor_deleted_total", Help: "Rows the janitor deleted, by table.",
-	}, []string{"table"})
-	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
-	reg.MustRegister(txRetries, janitorDeleted, grpcMetrics)
+	metrics := server.NewMetrics(reg)
 
-	st, err := openStore(ctx, cfg, store.Options{OnRetry: func(cause string) { txRetries.WithLabelValues(cause).Inc() }})
+	st, err := openStore(ctx, cfg, store.Options{OnRetry: metrics.TxRetry})
 	if err != nil {
 		return err
 	}
@@ -160,13 +151,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		MaxConcurrentStreams: uint32(cfg.MaxConcurrentStreams),
 		KeepaliveMinTime:     cfg.KeepaliveMinTime,
 		HealthInterval:       cfg.HealthInterval,
-		UnaryInterceptors:    []grpc.UnaryServerInterceptor{grpcMetrics.UnaryServerInterceptor()},
-		ServerOptions:        []grpc.ServerOption{grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor())},
+		Metrics:              metrics,
 	})
 	if err != nil {
 		return err
 	}
-	grpcMetrics.InitializeMetrics(srv.GRPC())
 
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -197,10 +186,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		server.RunJanitor(bg, st, server.JanitorOptions{
 			Interval: cfg.JanitorInterval, Batch: cfg.JanitorBatch,
 			TokenGrace: cfg.ExpiredTokenGrace, OutcomeRetention: cfg.OutcomeRetention,
-			OnPurge: func(r store.PurgeResult) {
-				janitorDeleted.WithLabelValues("tokens").Add(float64(r.Tokens))
-				janitorDeleted.WithLabelValues("outcomes").Add(float64(r.Outcomes))
-			},
+			OnPurge: metrics.Purged,
 		}, log)
 	})
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,5 +150,87 @@ func TestServeAndShutdown(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "stopped") {
 		t.Errorf("logs:\n%s", logs.String())
+	}
+}
+
+// TestMetricsEndpoint scripts 2 issues, 1 place, 1 replay and 1
+// OUT_OF_STOCK and reads the counters from /metrics.
+func TestMetricsEndpoint(t *testing.T) {
+	dsn := storetest.NewDatabase(t)
+	addr, maddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-grpc-addr=" + addr, "-metrics-addr=" + maddr},
+			env(map[string]string{"ORDERD_MYSQL_DSN": dsn}), &logs, &logs)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	orders, products := orderv1.NewOrderServiceClient(conn), orderv1.NewProductServiceClient(conn)
+	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer ccancel()
+	if _, err := products.PutProduct(cctx, &orderv1.PutProductRequest{Product: &orderv1.Product{
+		Sku: "apple", Name: "Apple", UnitPriceMinor: 10, Currency: "EUR", Stock: 1}}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("PutProduct: %v\n%s", err, logs.String())
+	}
+	place := func(qty int64) error {
+		tok, err := orders.IssueToken(cctx, &orderv1.IssueTokenRequest{CustomerId: "alice"})
+		if err != nil {
+			return err
+		}
+		req := &orderv1.PlaceOrderRequest{Token: tok.GetToken(), CustomerId: "alice", Items: []*orderv1.LineItem{{Sku: "apple", Quantity: qty}}}
+		if _, err := orders.PlaceOrder(cctx, req); err != nil {
+			return err
+		}
+		_, err = orders.PlaceOrder(cctx, req) // the replay
+		return err
+	}
+	if err := place(1); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := orders.IssueToken(cctx, &orderv1.IssueTokenRequest{CustomerId: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = orders.PlaceOrder(cctx, &orderv1.PlaceOrderRequest{Token: tok.GetToken(), CustomerId: "alice", Items: []*orderv1.LineItem{{Sku: "apple", Quantity: 5}}})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("want OUT_OF_STOCK, got %v", err)
+	}
+
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		"orderd_tokens_issued_total 2",
+		"orderd_orders_placed_total 1",
+		"orderd_outcomes_replayed_total 1",
+		`orderd_place_order_errors_total{reason="OUT_OF_STOCK"} 1`,
+		`orderd_place_order_errors_total{reason="TOKEN_NOT_FOUND"} 0`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="PlaceOrder",grpc_service="order.v1.OrderService",grpc_type="unary"} 2`,
+		`grpc_server_handled_total{grpc_code="FailedPrecondition",grpc_method="PlaceOrder",grpc_service="order.v1.OrderService",grpc_type="unary"} 1`,
+		"grpc_server_handling_seconds_bucket",
+		"go_sql_open_connections",
+		"go_sql_wait_count_total",
+	} {
+		if !strings.Contains(string(body), want+"\n") && !strings.Contains(string(body), want+" ") && !strings.Contains(string(body), want+"{") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	// Tokens never appear in logs, only a hash prefix.
+	if strings.Contains(logs.String(), tok.GetToken()) || !strings.Contains(logs.String(), "token=") {
+		t.Errorf("logs must name tokens by hash prefix only:\n%s", logs.String())
 	}
 }

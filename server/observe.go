@@ -1,0 +1,158 @@
+package server
+
+import (
+	"context"
+	"encoding/hex"
+	"sync"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/orderd/orderd/store"
+)
+
+// Metrics are orderd's domain counters. The zero value (nil *Metrics)
+// counts nothing.
+type Metrics struct {
+	grpc           *grpcprom.ServerMetrics
+	tokensIssued   prometheus.Counter
+	ordersPlaced   prometheus.Counter
+	replayed       prometheus.Counter
+	placeErrors    *prometheus.CounterVec
+	txRetries      *prometheus.CounterVec
+	janitorDeleted *prometheus.CounterVec
+}
+
+// NewMetrics creates the standard grpc_server_* metrics (with the handling
+// time histogram) and the domain counters, and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram()),
+		tokensIssued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderd_tokens_issued_total", Help: "Order tokens issued."}),
+		ordersPlaced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderd_orders_placed_total", Help: "Orders placed (first executions, not replays)."}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderd_outcomes_replayed_total", Help: "PlaceOrder calls answered with a stored outcome (order or rejection)."}),
+		placeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderd_place_order_errors_total", Help: "PlaceOrder calls that did not return an order, by ErrorInfo reason (OUT_OF_STOCK, TOKEN_NOT_FOUND, TOKEN_EXPIRED, TOKEN_REUSED_WITH_DIFFERENT_REQUEST, INVALID_REQUEST, …)."},
+			[]string{"reason"}),
+		txRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderd_tx_retries_total", Help: "Transactions rerun after a deadlock or lock wait timeout, by cause."},
+			[]string{"cause"}),
+		janitorDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderd_janitor_deleted_total", Help: "Rows the janitor deleted, by table."},
+			[]string{"table"}),
+	}
+	reg.MustRegister(m.grpc, m.tokensIssued, m.ordersPlaced, m.replayed, m.placeErrors, m.txRetries, m.janitorDeleted)
+	for _, r := range []string{"OUT_OF_STOCK", "TOKEN_NOT_FOUND", "TOKEN_EXPIRED", "TOKEN_REUSED_WITH_DIFFERENT_REQUEST"} {
+		m.placeErrors.WithLabelValues(r)
+	}
+	return m
+}
+
+func (m *Metrics) unary() []grpc.UnaryServerInterceptor {
+	if m == nil {
+		return nil
+	}
+	return []grpc.UnaryServerInterceptor{m.grpc.UnaryServerInterceptor()}
+}
+
+func (m *Metrics) stream() []grpc.StreamServerInterceptor {
+	if m == nil {
+		return nil
+	}
+	return []grpc.StreamServerInterceptor{m.grpc.StreamServerInterceptor()}
+}
+
+func (m *Metrics) tokenIssued() {
+	if m != nil {
+		m.tokensIssued.Inc()
+	}
+}
+
+func (m *Metrics) placed(out *store.Outcome) {
+	if m == nil {
+		return
+	}
+	if out.Replayed {
+		m.replayed.Inc()
+	} else if out.Order != nil {
+		m.ordersPlaced.Inc()
+	}
+}
+
+func (m *Metrics) placeError(reason string) {
+	if m != nil {
+		m.placeErrors.WithLabelValues(reason).Inc()
+	}
+}
+
+// TxRetry counts a transaction retry; pass it as store.Options.OnRetry.
+func (m *Metrics) TxRetry(cause string) {
+	if m != nil {
+		m.txRetries.WithLabelValues(cause).Inc()
+	}
+}
+
+// Purged counts what the janitor deleted; pass it as JanitorOptions.OnPurge.
+func (m *Metrics) Purged(r store.PurgeResult) {
+	if m != nil {
+		m.janitorDeleted.WithLabelValues("tokens").Add(float64(r.Tokens))
+		m.janitorDeleted.WithLabelValues("outcomes").Add(float64(r.Outcomes))
+	}
+}
+
+// callNotes collects fields for a call's log line from interceptors that run
+// inside the logging interceptor (which reads its fields from the outer
+// context when the call finishes).
+type callNotes struct {
+	mu     sync.Mutex
+	fields logging.Fields
+}
+
+type notesKey struct{}
+
+func notesInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(context.WithValue(ctx, notesKey{}, &callNotes{}), req)
+}
+
+// note adds key/value fields to the call's log line.
+func note(ctx context.Context, kv ...any) {
+	if n, ok := ctx.Value(notesKey{}).(*callNotes); ok {
+		n.mu.Lock()
+		n.fields = append(n.fields, kv...)
+		n.mu.Unlock()
+	}
+}
+
+// logFields are the extra fields of a call's log line: the client's retry
+// attempt (grpc-go's grpc-previous-rpc-attempts, go-grpc-middleware's
+// x-retry-attempt) and the notes.
+func logFields(ctx context.Context, _ interceptors.CallMeta) logging.Fields {
+	var f logging.Fields
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, k := range []string{"grpc-previous-rpc-attempts", "x-retry-attempt"} {
+			if v := md.Get(k); len(v) > 0 {
+				f = append(f, "retry.attempt", v[0])
+				break
+			}
+		}
+	}
+	if n, ok := ctx.Value(notesKey{}).(*callNotes); ok {
+		n.mu.Lock()
+		f = append(f, n.fields...)
+		n.mu.Unlock()
+	}
+	return f
+}
+
+// tokenRef is how a token appears in logs: never the token, only a short
+// prefix of its SHA-256, enough to correlate calls.
+func tokenRef(token string) string {
+	return hex.EncodeToString(store.HashToken(token)[:6])
+}
