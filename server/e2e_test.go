@@ -55,9 +55,16 @@ type env struct {
 // 127.0.0.1:0 and returns clients.
 func start(tb testing.TB) *env {
 	tb.Helper()
+	return startWith(tb, server.Options{})
+}
+
+// startWith is start with server options (the logger is always discarded).
+func startWith(tb testing.TB, opts server.Options) *env {
+	tb.Helper()
 	clk := &clock{}
 	st, _ := storetest.New(tb, store.Options{Now: clk.Now, TokenTTL: time.Hour, MaxOpenConns: 64})
-	srv, err := server.New(panicky{st}, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := server.New(panicky{st}, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -430,5 +437,20 @@ func TestHealth(t *testing.T) {
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("health %q = %v, %v; want SERVING", svc, resp, err)
 		}
+	}
+}
+
+func TestOversizeRequestIsRefused(t *testing.T) {
+	e := startWith(t, server.Options{MaxRecvMsgSize: 2048})
+	big := make([]*orderv1.LineItem, 60)
+	for i := range big {
+		big[i] = &orderv1.LineItem{Sku: fmt.Sprintf("%060d", i), Quantity: 1}
+	}
+	_, err := e.orders.PlaceOrder(context.Background(), &orderv1.PlaceOrderRequest{Token: "otk_x", CustomerId: "c", Items: big})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("oversize request: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if _, err := e.orders.IssueToken(context.Background(), &orderv1.IssueTokenRequest{CustomerId: "c"}); err != nil {
+		t.Errorf("the next call: %v", err)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -123,6 +124,9 @@ func migrate(ctx context.Context, cfg *config, sub string, out io.Writer) error 
 }
 
 func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
+	// The driver's own messages (such as "closing bad idle connection")
+	// go to the same log.
+	_ = mysql.SetLogger(mysqlLogger{log})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := server.NewMetrics(reg)
@@ -211,3 +215,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	log.Info("stopped")
 	return err
 }
+
+// mysqlLogger adapts slog to go-sql-driver's logger.
+type mysqlLogger struct{ log *slog.Logger }
+
+func (l mysqlLogger) Print(v ...any) { l.log.Warn(fmt.Sprint(v...), "component", "mysql") }

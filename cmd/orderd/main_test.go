@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	orderv1 "github.com/orderd/orderd/gen/order/v1"
+	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
 
@@ -79,9 +79,11 @@ func TestMigrateAndVersion(t *testing.T) {
 }
 
 // TestServeAndShutdown runs orderd as main does, places orders through it,
-// and cancels its context as SIGTERM would while calls are in flight: every
-// call either succeeds or fails with a retryable transport status, never
-// INTERNAL, and run returns cleanly.
+// and cancels its context as SIGTERM would while calls are in flight.
+// No call may be answered with anything but OK, UNAVAILABLE or CANCELED,
+// run must return cleanly, and nothing may be lost: every OK has its order,
+// and every token whose call failed converges to exactly one order when
+// retried against a new store.
 func TestServeAndShutdown(t *testing.T) {
 	dsn := storetest.NewDatabase(t)
 	addr := freeAddr(t)
@@ -107,24 +109,32 @@ func TestServeAndShutdown(t *testing.T) {
 		t.Fatalf("PutProduct: %v\n%s", err, logs.String())
 	}
 
-	var wg sync.WaitGroup
-	var placed atomic.Int64
-	errs := make(chan error, 1000)
+	type result struct {
+		req     *orderv1.PlaceOrderRequest
+		orderID string
+		err     error
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		results []result
+	)
 	for w := range 8 {
 		wg.Go(func() {
-			for i := 0; ; i++ {
-				tok, err := orders.IssueToken(cctx, &orderv1.IssueTokenRequest{CustomerId: fmt.Sprintf("c%d", w)})
+			customer := fmt.Sprintf("c%d", w)
+			for {
+				tok, err := orders.IssueToken(cctx, &orderv1.IssueTokenRequest{CustomerId: customer})
 				if err != nil {
-					errs <- err
+					return // the server is gone; nothing was placed with this call
+				}
+				req := &orderv1.PlaceOrderRequest{Token: tok.GetToken(), CustomerId: customer, Items: []*orderv1.LineItem{{Sku: "apple", Quantity: 1}}}
+				resp, err := orders.PlaceOrder(cctx, req)
+				mu.Lock()
+				results = append(results, result{req, resp.GetOrder().GetId(), err})
+				mu.Unlock()
+				if err != nil {
 					return
 				}
-				_, err = orders.PlaceOrder(cctx, &orderv1.PlaceOrderRequest{Token: tok.GetToken(), CustomerId: fmt.Sprintf("c%d", w),
-					Items: []*orderv1.LineItem{{Sku: "apple", Quantity: 1}}})
-				if err != nil {
-					errs <- err
-					return
-				}
-				placed.Add(1)
 			}
 		})
 	}
@@ -139,17 +149,43 @@ func TestServeAndShutdown(t *testing.T) {
 		t.Fatal("orderd did not stop")
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if c := status.Code(err); c != codes.Unavailable && c != codes.Canceled {
-			t.Errorf("call during shutdown answered %v, want UNAVAILABLE or CANCELED: %v", c, err)
-		}
-	}
-	if placed.Load() == 0 {
-		t.Error("no order was placed before shutdown: the test proved nothing")
-	}
 	if !strings.Contains(logs.String(), "stopped") {
 		t.Errorf("logs:\n%s", logs.String())
+	}
+
+	st, err := store.Open(context.Background(), dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ok := 0
+	for _, r := range results {
+		if r.err != nil {
+			if c := status.Code(r.err); c != codes.Unavailable && c != codes.Canceled {
+				t.Errorf("call during shutdown answered %v, want UNAVAILABLE or CANCELED: %v", c, r.err)
+			}
+			// The retry a client would make, with the same token.
+			items := []store.Item{{SKU: "apple", Quantity: 1}}
+			if _, err := st.PlaceOrder(context.Background(), store.PlaceRequest{Token: r.req.GetToken(), CustomerID: r.req.GetCustomerId(), Items: items}); err != nil {
+				t.Errorf("retry after shutdown: %v", err)
+			}
+			continue
+		}
+		ok++
+		if _, err := st.GetOrder(context.Background(), r.orderID); err != nil {
+			t.Errorf("order %s answered OK but is missing: %v", r.orderID, err)
+		}
+	}
+	if ok == 0 {
+		t.Fatal("no order was placed before shutdown: the test proved nothing")
+	}
+	db := storetest.DB(t, dsn)
+	var orderRows, distinctTokens int
+	if err := db.QueryRow("SELECT COUNT(*), COUNT(DISTINCT token_hash) FROM orders").Scan(&orderRows, &distinctTokens); err != nil {
+		t.Fatal(err)
+	}
+	if orderRows != len(results) || distinctTokens != len(results) {
+		t.Errorf("%d orders for %d distinct tokens, want one per placed token (%d)", orderRows, distinctTokens, len(results))
 	}
 }
 
