@@ -34,12 +34,16 @@ type clock struct{ offset atomic.Int64 }
 func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
-// panicky makes PlaceOrder panic for customer "panic", to test recovery.
+// panicky makes PlaceOrder panic for customer "panic" (to test recovery)
+// and fail with ErrUnavailable for customer "unavailable".
 type panicky struct{ server.Store }
 
 func (p panicky) PlaceOrder(ctx context.Context, req store.PlaceRequest) (*store.Outcome, error) {
-	if req.CustomerID == "panic" {
+	switch req.CustomerID {
+	case "panic":
 		panic("boom")
+	case "unavailable":
+		return nil, fmt.Errorf("place: %w", store.ErrUnavailable)
 	}
 	return p.Store.PlaceOrder(ctx, req)
 }
@@ -286,6 +290,22 @@ func TestRejectionsOverGRPC(t *testing.T) {
 		ts, err := e.orders.GetToken(ctx, &orderv1.GetTokenRequest{Token: tok, CustomerId: "alice"})
 		if err != nil || ts.GetState() != orderv1.TokenState_TOKEN_STATE_EXPIRED {
 			t.Errorf("GetToken = %v, %v; want EXPIRED", ts, err)
+		}
+	})
+
+	t.Run("retryable errors carry RetryInfo and the pushback trailer", func(t *testing.T) {
+		tok := e.token(t, "unavailable")
+		var trailer metadata.MD
+		_, err := e.orders.PlaceOrder(ctx, &orderv1.PlaceOrderRequest{Token: tok, CustomerId: "unavailable", Items: items("apple", 1)}, grpc.Trailer(&trailer))
+		wantError(t, err, codes.Unavailable, "DATABASE_UNAVAILABLE")
+		var delay time.Duration
+		for _, d := range status.Convert(err).Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok {
+				delay = ri.GetRetryDelay().AsDuration()
+			}
+		}
+		if got := trailer.Get("grpc-retry-pushback-ms"); delay == 0 || len(got) != 1 || got[0] != fmt.Sprint(delay.Milliseconds()) {
+			t.Errorf("RetryInfo %v, pushback trailer %v; want both, equal", delay, got)
 		}
 	})
 

@@ -96,6 +96,21 @@ func statusFor(err error) *status.Status {
 	return withDetails(status.New(e.code, msg), details...)
 }
 
+// pushbackTrailer is the trailer in which gRPC clients' built-in retries
+// (gRFC A6: grpc-go, grpc-java, … with a service config retryPolicy) read the
+// server's retry delay; they ignore google.rpc.RetryInfo.
+const pushbackTrailer = "grpc-retry-pushback-ms"
+
+// retryPushback returns the RetryInfo delay of st in milliseconds, or "".
+func retryPushback(st *status.Status) string {
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return fmt.Sprint(ri.GetRetryDelay().AsDuration().Milliseconds())
+		}
+	}
+	return ""
+}
+
 // validationStatus rewrites the protovalidate interceptor's status so that
 // any gRPC tool can read it: ErrorInfo{reason INVALID_REQUEST} and
 // google.rpc.BadRequest field violations instead of buf.validate.Violations.

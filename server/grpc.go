@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -191,6 +192,9 @@ func errorInterceptor(log *slog.Logger, m *Metrics) grpc.UnaryServerInterceptor 
 			}
 		}
 		note(ctx, "reason", reason)
+		if ms := retryPushback(st); ms != "" {
+			_ = grpc.SetTrailer(ctx, metadata.Pairs(pushbackTrailer, ms))
+		}
 		if info.FullMethod == orderv1.OrderService_PlaceOrder_FullMethodName {
 			m.placeError(reason)
 		}
