@@ -72,6 +72,10 @@ run: build ## serve on 127.0.0.1:50051 (own MariaDB under .data/run-mysql unless
 test: ## all tests, -race, against ORDERD_TEST_MYSQL_DSN or a private MariaDB under .data/test-mysql
 	go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: soak
+soak: ## the randomized fault run for ORDERD_FAULT_SOAK (default 5m)
+	ORDERD_FAULT_SOAK=$${ORDERD_FAULT_SOAK:-5m} go test -race -count=1 -timeout=0 -run TestRandomizedFaults -v ./faults
+
 .PHONY: db-stop
 db-stop: ## stop the private MariaDB servers of make run and make test
 	scripts/mysql-private stop .data/run-mysql
