@@ -10,6 +10,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 PROTOVALIDATE_VERSION      := v1.2.2
+STATICCHECK_VERSION        := v0.8.2
 
 BIN      := $(CURDIR)/.bin
 RUN_PORT ?= 33061
@@ -30,8 +31,12 @@ $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION):
 	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	@touch $@
 
+$(BIN)/.staticcheck-$(STATICCHECK_VERSION):
+	GOBIN=$(BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@touch $@
+
 .PHONY: tools
-tools: $(BIN)/.buf-$(BUF_VERSION) $(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION) $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION) ## install pinned buf and protoc plugins into .bin/
+tools: $(BIN)/.buf-$(BUF_VERSION) $(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION) $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION) $(BIN)/.staticcheck-$(STATICCHECK_VERSION) ## install pinned buf, protoc plugins and staticcheck into .bin/
 
 # protovalidate's validate.proto comes from the Go module cache (the Buf
 # Schema Registry is not used), into the git-ignored third_party/.
@@ -45,13 +50,14 @@ generate: tools third_party/protovalidate/buf/validate/validate.proto ## regener
 	$(BIN)/buf generate
 
 .PHONY: lint
-lint: tools third_party/protovalidate/buf/validate/validate.proto ## buf lint, gofmt, go vet
+lint: tools third_party/protovalidate/buf/validate/validate.proto ## buf lint, gofmt, go vet, staticcheck
 	$(BIN)/buf lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	go vet ./...
+	$(BIN)/staticcheck ./...
 
 .PHONY: check
-check: generate lint ## fail if gen/ is stale, go.mod untidy, or lint fails
+check: generate lint ## fail if gen/ is stale, go.mod untidy, or lint fails (buf lint, gofmt, vet, staticcheck)
 	@git diff --exit-code --stat -- gen/ || { echo "gen/ is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- gen/)" || { echo "gen/ has untracked files: run make generate and commit"; git status --short -- gen/; exit 1; }
 	go mod tidy -diff

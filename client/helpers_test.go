@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/orderd/orderd/client"
-	orderv1 "github.com/orderd/orderd/gen/order/v1"
 	"github.com/orderd/orderd/server"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
@@ -179,10 +178,3 @@ func (e *env) orders(tb testing.TB, customer string) int {
 	return n
 }
 
-func orderIDs(orders []*orderv1.Order) []string {
-	ids := make([]string, len(orders))
-	for i, o := range orders {
-		ids[i] = o.GetId()
-	}
-	return ids
-}
