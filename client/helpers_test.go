@@ -177,4 +177,3 @@ func (e *env) orders(tb testing.TB, customer string) int {
 	}
 	return n
 }
-
