@@ -3,12 +3,14 @@ package store_test
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/orderd/orderd/store"
+	"github.com/orderd/orderd/store/storetest"
 )
 
 func TestIssueToken(t *testing.T) {
@@ -147,5 +149,147 @@ func TestGetToken(t *testing.T) {
 				t.Errorf("GetToken mismatch (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+func TestIssueTokenCapped(t *testing.T) {
+	const limit = 3
+	e := newEnv(t, store.Options{TokenTTL: time.Hour})
+	e.put(t, product("A", 100, "EUR", 10))
+	issue := func(customer string) (store.IssuedToken, error) {
+		return e.s.IssueTokenCapped(t.Context(), customer, limit)
+	}
+	var toks []store.IssuedToken
+	for i := range limit {
+		tok, err := issue("alice")
+		if err != nil {
+			t.Fatalf("token %d of %d: %v", i+1, limit, err)
+		}
+		toks = append(toks, tok)
+	}
+
+	t.Run("over the cap nothing is issued", func(t *testing.T) {
+		before := e.snapshot(t)
+		_, err := issue("alice")
+		if !errors.Is(err, store.ErrTooManyTokens) {
+			t.Fatalf("token %d: %v, want ErrTooManyTokens", limit+1, err)
+		}
+		if d := cmp.Diff(map[string]string{"max_outstanding": "3"}, metadata(t, err)); d != "" {
+			t.Errorf("metadata (-want +got):\n%s", d)
+		}
+		if d := cmp.Diff(before, e.snapshot(t)); d != "" {
+			t.Errorf("a refused IssueToken changed the database (-before +after):\n%s", d)
+		}
+	})
+	t.Run("other customers are not affected", func(t *testing.T) {
+		if _, err := issue("bob"); err != nil {
+			t.Errorf("bob: %v", err)
+		}
+	})
+	t.Run("using a token frees a place", func(t *testing.T) {
+		e.placeOrder(t, store.PlaceRequest{Token: toks[0].Token, CustomerID: "alice", Items: []store.Item{{SKU: "A", Quantity: 1}}})
+		if _, err := issue("alice"); err != nil {
+			t.Fatalf("after using one: %v", err)
+		}
+		if _, err := issue("alice"); !errors.Is(err, store.ErrTooManyTokens) {
+			t.Errorf("then: %v, want ErrTooManyTokens", err)
+		}
+	})
+	t.Run("expired tokens do not count", func(t *testing.T) {
+		e.clock.Advance(time.Hour)
+		for i := range limit {
+			if _, err := issue("alice"); err != nil {
+				t.Fatalf("token %d after expiry: %v", i+1, err)
+			}
+		}
+		if _, err := issue("alice"); !errors.Is(err, store.ErrTooManyTokens) {
+			t.Errorf("then: %v, want ErrTooManyTokens", err)
+		}
+	})
+	t.Run("tokens beyond the cap issued before it count", func(t *testing.T) {
+		for range 2 * limit {
+			e.issue(t, "carol") // no cap
+		}
+		if _, err := issue("carol"); !errors.Is(err, store.ErrTooManyTokens) {
+			t.Errorf("carol with %d tokens: %v, want ErrTooManyTokens", 2*limit, err)
+		}
+	})
+	t.Run("zero means no cap", func(t *testing.T) {
+		for i := range 2 * limit {
+			if _, err := e.s.IssueTokenCapped(t.Context(), "alice", 0); err != nil {
+				t.Fatalf("uncapped token %d: %v", i+1, err)
+			}
+		}
+	})
+}
+
+// TestIssueTokenCappedConcurrently shows the documented bound: n calls at
+// once for one customer leave at most cap+n-1 tokens, every success has its
+// row, and once the cap is reached later calls fail.
+func TestIssueTokenCappedConcurrently(t *testing.T) {
+	const limit, n = 5, 40
+	e := newEnv(t, store.Options{TokenTTL: time.Hour})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			_, err := e.s.IssueTokenCapped(t.Context(), "alice", limit)
+			switch {
+			case err == nil:
+				mu.Lock()
+				ok++
+				mu.Unlock()
+			case !errors.Is(err, store.ErrTooManyTokens):
+				t.Errorf("IssueTokenCapped: %v", err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	rows := e.count(t, "tokens", "customer_id = 'alice'")
+	if rows != ok || rows < limit || rows > limit+n-1 {
+		t.Errorf("%d calls issued %d tokens, %d rows; want rows = issued, between %d and %d", n, ok, rows, limit, limit+n-1)
+	}
+	t.Logf("%d concurrent calls with cap %d issued %d tokens (overshoot %d)", n, limit, ok, ok-limit)
+	if _, err := e.s.IssueTokenCapped(t.Context(), "alice", limit); !errors.Is(err, store.ErrTooManyTokens) {
+		t.Errorf("after the burst: %v, want ErrTooManyTokens", err)
+	}
+}
+
+func TestPageTokenKey(t *testing.T) {
+	e := newEnv(t, store.Options{})
+	dsn := storetest.NewDatabase(t)
+	replicas := []*store.Store{openStore(t, dsn), openStore(t, dsn), openStore(t, dsn)}
+	if _, err := replicas[0].Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Replicas starting together all create a key; all must end up with
+	// the same one.
+	keys := make([][]byte, len(replicas))
+	var wg sync.WaitGroup
+	for i, r := range replicas {
+		wg.Go(func() {
+			var err error
+			if keys[i], err = r.PageTokenKey(t.Context()); err != nil {
+				t.Errorf("replica %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	for i, k := range keys {
+		if len(k) != 32 || string(k) != string(keys[0]) {
+			t.Errorf("replica %d key %x, replica 0 key %x: want the same 32 bytes", i, k, keys[0])
+		}
+	}
+	again, err := replicas[1].PageTokenKey(t.Context())
+	if err != nil || string(again) != string(keys[0]) {
+		t.Errorf("second read = %x, %v; want the stored key", again, err)
+	}
+	other, err := e.s.PageTokenKey(t.Context())
+	if err != nil || string(other) == string(keys[0]) {
+		t.Errorf("another database's key = %x, %v; want a different key", other, err)
 	}
 }
