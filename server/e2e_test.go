@@ -53,6 +53,7 @@ type env struct {
 	products orderv1.ProductServiceClient
 	health   healthpb.HealthClient
 	clock    *clock
+	addr     string
 }
 
 // start serves a fresh database through the production server on
@@ -87,7 +88,7 @@ func startWith(tb testing.TB, opts server.Options) *env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return &env{orders: orderv1.NewOrderServiceClient(conn), products: orderv1.NewProductServiceClient(conn), health: healthpb.NewHealthClient(conn), clock: clk}
+	return &env{orders: orderv1.NewOrderServiceClient(conn), products: orderv1.NewProductServiceClient(conn), health: healthpb.NewHealthClient(conn), clock: clk, addr: lis.Addr().String()}
 }
 
 func (e *env) put(tb testing.TB, sku, currency string, price, stock int64) {

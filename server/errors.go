@@ -37,6 +37,30 @@ type errorEntry struct {
 // errInternal stands for every error the table does not know.
 var errInternal = errors.New("internal error")
 
+// Errors of the server itself (the store's are in package store).
+var (
+	// errUnauthenticated: the call needs an identity and carries none that
+	// orderd accepts (no client certificate, no or an unknown bearer token).
+	errUnauthenticated = errors.New("unauthenticated")
+	// errPermissionDenied: the policy does not let the caller's identity
+	// call the method.
+	errPermissionDenied = errors.New("permission denied")
+	// errRateLimited: the customer asked for tokens faster than the
+	// per-customer rate allows.
+	errRateLimited = errors.New("token issue rate exceeded")
+)
+
+// retryAfterError carries a retry delay known only when the error happens
+// (when a rate limiter will have refilled). It replaces the delay of the
+// RetryInfo its table entry adds; entries without RetryInfo ignore it.
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string { return fmt.Sprintf("%v (retry after %v)", e.err, e.after) }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
 // errorTable maps domain errors to gRPC statuses; the first entry that
 // matches (errors.Is) wins. It is the only place that does.
 var errorTable = []errorEntry{
@@ -47,9 +71,14 @@ var errorTable = []errorEntry{
 	{store.ErrProductNotFound, codes.NotFound, "PRODUCT_NOT_FOUND", "no such product", 0},
 	{store.ErrOrderNotFound, codes.NotFound, "ORDER_NOT_FOUND", "no such order", 0},
 	{store.ErrInvalidRequest, codes.InvalidArgument, "INVALID_REQUEST", "invalid request", 0},
+	{errMalformedRequest, codes.InvalidArgument, "MALFORMED_REQUEST", "the request is not a valid protobuf message of the method's request type", 0},
 	{store.ErrCurrencyMismatch, codes.InvalidArgument, "CURRENCY_MISMATCH", "the items are priced in different currencies", 0},
 	{store.ErrAmountOverflow, codes.InvalidArgument, "AMOUNT_OVERFLOW", "the order total is too large", 0},
 	{errInvalidPageToken, codes.InvalidArgument, "INVALID_PAGE_TOKEN", "page_token is not one this call returned for this customer", 0},
+	{errUnauthenticated, codes.Unauthenticated, "UNAUTHENTICATED", "this call needs a client certificate from a trusted CA or a known bearer token", 0},
+	{errPermissionDenied, codes.PermissionDenied, "PERMISSION_DENIED", "the caller may not call this method", 0},
+	{errRateLimited, codes.ResourceExhausted, "TOKEN_RATE_LIMITED", "too many tokens requested for this customer; retry later", time.Second},
+	{store.ErrTooManyTokens, codes.ResourceExhausted, "TOO_MANY_OUTSTANDING_TOKENS", "the customer holds too many unused tokens; use or let some expire, then retry", time.Second},
 	{store.ErrContention, codes.Aborted, "CONTENTION", "the database was too busy to place the order; nothing changed, retry with the same token", 50 * time.Millisecond},
 	{store.ErrUnavailable, codes.Unavailable, "DATABASE_UNAVAILABLE", "the database is unavailable; retry with the same token", 200 * time.Millisecond},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, "DEADLINE_EXCEEDED", "the deadline expired; retry with the same token", 0},
@@ -91,7 +120,12 @@ func statusFor(err error) *status.Status {
 	}
 	details := []proto.Message{&errdetails.ErrorInfo{Reason: e.reason, Domain: ErrorDomain, Metadata: md}}
 	if e.retryAfter > 0 {
-		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.retryAfter)})
+		delay := e.retryAfter
+		var ra *retryAfterError
+		if errors.As(err, &ra) && ra.after > 0 {
+			delay = ra.after
+		}
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(delay)})
 	}
 	return withDetails(status.New(e.code, msg), details...)
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -46,6 +48,30 @@ type Options struct {
 	HealthInterval time.Duration
 	// Metrics receives grpc_server_* and the domain counters (nil: none).
 	Metrics *Metrics
+
+	// TLS is the listener's TLS configuration (nil: plaintext).
+	// NewServerTLS builds one that reloads rotated certificates.
+	TLS *tls.Config
+	// Auth requires an identity on every OrderService and ProductService
+	// call and applies its policy (nil: every caller may call everything).
+	Auth *Auth
+	// DisableReflection turns server reflection off, so that callers
+	// without an identity cannot list the API.
+	DisableReflection bool
+
+	// IssueTokenRate limits IssueToken per customer, in tokens per second
+	// on this replica (0: no limit), with bursts of IssueTokenBurst
+	// (default 1). Over the limit: RESOURCE_EXHAUSTED TOKEN_RATE_LIMITED
+	// with RetryInfo.
+	IssueTokenRate  float64
+	IssueTokenBurst int
+	// RateLimitedCustomers bounds the customers whose rate buckets are kept
+	// in memory (default 100000; see customerLimiter).
+	RateLimitedCustomers int
+	// MaxOutstandingTokens caps each customer's unused, unexpired tokens
+	// (0: no cap). Over it: RESOURCE_EXHAUSTED TOO_MANY_OUTSTANDING_TOKENS
+	// with RetryInfo.
+	MaxOutstandingTokens int
 }
 
 func (o *Options) setDefaults() {
@@ -63,6 +89,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.HealthInterval <= 0 {
 		o.HealthInterval = 2 * time.Second
+	}
+	if o.IssueTokenBurst <= 0 {
+		o.IssueTokenBurst = 1
+	}
+	if o.RateLimitedCustomers <= 0 {
+		o.RateLimitedCustomers = 100000
 	}
 }
 
@@ -83,9 +115,16 @@ var serviceNames = []string{orderv1.OrderService_ServiceDesc.ServiceName, orderv
 
 // New assembles the server over st. Interceptors, outermost first:
 // logging, metrics, recovery (a panic becomes INTERNAL), error mapping
-// (domain errors to statuses with ErrorInfo, in one place), protovalidate.
+// (domain errors to statuses with ErrorInfo, in one place), authentication
+// and authorization (with Options.Auth; so denied calls are logged and
+// counted, and rejected before validation or any handler runs), the
+// rejection of requests that did not unmarshal (see orderCodec),
+// protovalidate.
 func New(st Store, opts Options) (*Server, error) {
 	opts.setDefaults()
+	if opts.IssueTokenRate < 0 || opts.MaxOutstandingTokens < 0 {
+		return nil, errors.New("negative IssueTokenRate or MaxOutstandingTokens")
+	}
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, fmt.Errorf("protovalidate: %w", err)
@@ -123,28 +162,54 @@ func New(st Store, opts Options) (*Server, error) {
 	unary = append(unary,
 		recovery.UnaryServerInterceptor(recoveryOpt),
 		errorInterceptor(log, opts.Metrics),
-		pvmw.UnaryServerInterceptor(validator),
 	)
+	if opts.Auth != nil {
+		unary = append(unary, selector.UnaryServerInterceptor(opts.Auth.unary(), api))
+	}
+	unary = append(unary, rejectMalformed, pvmw.UnaryServerInterceptor(validator))
 	stream := []grpc.StreamServerInterceptor{
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), api),
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), debugOpts...), infra),
 	}
 	stream = append(stream, opts.Metrics.stream()...)
 	stream = append(stream, recovery.StreamServerInterceptor(recoveryOpt))
+	if opts.Auth != nil {
+		stream = append(stream, selector.StreamServerInterceptor(opts.Auth.stream(), api))
+	}
 	gopts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: opts.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.ForceServerCodecV2(newOrderCodec()),
+	}
+	if opts.TLS != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(opts.TLS)))
 	}
 	gs := grpc.NewServer(gopts...)
-	orderv1.RegisterOrderServiceServer(gs, NewOrderServer(st, log, opts.Metrics))
+	orders := NewOrderServer(st, log, opts.Metrics)
+	orders.limiter = newCustomerLimiter(opts.IssueTokenRate, opts.IssueTokenBurst, opts.RateLimitedCustomers, time.Now)
+	orders.maxOutstanding = opts.MaxOutstandingTokens
+	orderv1.RegisterOrderServiceServer(gs, orders)
 	orderv1.RegisterProductServiceServer(gs, NewProductServer(st))
 	hs := health.NewServer()
 	stopping := make(chan struct{})
 	healthpb.RegisterHealthServer(gs, healthService{Server: hs, stopping: stopping})
-	reflection.Register(gs)
+	if !opts.DisableReflection {
+		reflection.Register(gs)
+	}
+	if opts.Auth != nil && opts.Auth.Policy != nil {
+		var methods []string
+		for name, info := range gs.GetServiceInfo() {
+			for _, m := range info.Methods {
+				methods = append(methods, "/"+name+"/"+m.Name)
+			}
+		}
+		if err := opts.Auth.Policy.checkMethods(methods); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Metrics != nil {
 		opts.Metrics.grpc.InitializeMetrics(gs)
 	}
@@ -168,6 +233,7 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 // line, and counts PlaceOrder errors by reason.
 func errorInterceptor(log *slog.Logger, m *Metrics) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		defer forgetMalformed(req)
 		if r, ok := req.(interface{ GetToken() string }); ok && r.GetToken() != "" {
 			note(ctx, "token", tokenRef(r.GetToken()))
 		}

@@ -25,6 +25,7 @@ type Metrics struct {
 	placeErrors    *prometheus.CounterVec
 	txRetries      *prometheus.CounterVec
 	janitorDeleted *prometheus.CounterVec
+	tokenLimits    *prometheus.CounterVec
 }
 
 // NewMetrics creates the standard grpc_server_* metrics (with the handling
@@ -47,8 +48,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		janitorDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderd_janitor_deleted_total", Help: "Rows the janitor deleted, by table."},
 			[]string{"table"}),
+		tokenLimits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderd_issue_token_limited_total", Help: "IssueToken calls refused with RESOURCE_EXHAUSTED, by limit: rate (per-customer rate on this replica) or outstanding (too many unused tokens)."},
+			[]string{"limit"}),
 	}
-	reg.MustRegister(m.grpc, m.tokensIssued, m.ordersPlaced, m.replayed, m.placeErrors, m.txRetries, m.janitorDeleted)
+	reg.MustRegister(m.grpc, m.tokensIssued, m.ordersPlaced, m.replayed, m.placeErrors, m.txRetries, m.janitorDeleted, m.tokenLimits)
+	m.tokenLimits.WithLabelValues("rate")
+	m.tokenLimits.WithLabelValues("outstanding")
 	for _, r := range []string{"OUT_OF_STOCK", "TOKEN_NOT_FOUND", "TOKEN_EXPIRED", "TOKEN_REUSED_WITH_DIFFERENT_REQUEST"} {
 		m.placeErrors.WithLabelValues(r)
 	}
@@ -72,6 +78,12 @@ func (m *Metrics) stream() []grpc.StreamServerInterceptor {
 func (m *Metrics) tokenIssued() {
 	if m != nil {
 		m.tokensIssued.Inc()
+	}
+}
+
+func (m *Metrics) tokenLimited(limit string) {
+	if m != nil {
+		m.tokenLimits.WithLabelValues(limit).Inc()
 	}
 }
 

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"google.golang.org/grpc"
@@ -19,6 +20,7 @@ import (
 // implements it.
 type Store interface {
 	IssueToken(ctx context.Context, customerID string) (store.IssuedToken, error)
+	IssueTokenCapped(ctx context.Context, customerID string, maxOutstanding int) (store.IssuedToken, error)
 	PlaceOrder(ctx context.Context, req store.PlaceRequest) (*store.Outcome, error)
 	GetOrder(ctx context.Context, id string) (*store.Order, error)
 	ListOrders(ctx context.Context, customerID string, pageSize int, after *store.Cursor) ([]*store.Order, *store.Cursor, error)
@@ -26,6 +28,7 @@ type Store interface {
 	PutProduct(ctx context.Context, p store.Product) (store.Product, error)
 	GetProduct(ctx context.Context, sku string) (store.Product, error)
 	Ping(ctx context.Context) error
+	PageTokenKey(ctx context.Context) ([]byte, error)
 }
 
 var _ Store = (*store.Store)(nil)
@@ -47,18 +50,40 @@ type OrderServer struct {
 	store   Store
 	log     *slog.Logger
 	metrics *Metrics
+	pages   *pageTokens
+	// limiter (nil: none) and maxOutstanding (0: none) limit IssueToken
+	// per customer; New sets them from Options.
+	limiter        *customerLimiter
+	maxOutstanding int
 }
 
 var _ orderv1.OrderServiceServer = (*OrderServer)(nil)
 
 // NewOrderServer returns an OrderService over st. m may be nil.
 func NewOrderServer(st Store, log *slog.Logger, m *Metrics) *OrderServer {
-	return &OrderServer{store: st, log: log, metrics: m}
+	return &OrderServer{store: st, log: log, metrics: m, pages: &pageTokens{store: st}}
 }
 
 // IssueToken implements order.v1.OrderService.
+// With limits configured, a customer over the rate or holding too many
+// unused tokens gets RESOURCE_EXHAUSTED; PlaceOrder is never limited.
 func (s *OrderServer) IssueToken(ctx context.Context, req *orderv1.IssueTokenRequest) (*orderv1.IssueTokenResponse, error) {
-	t, err := s.store.IssueToken(ctx, req.GetCustomerId())
+	customer := req.GetCustomerId()
+	if ok, wait := s.limiter.allow(customer); !ok {
+		s.metrics.tokenLimited("rate")
+		return nil, &retryAfterError{err: errRateLimited, after: wait}
+	}
+	var t store.IssuedToken
+	var err error
+	if s.maxOutstanding > 0 {
+		t, err = s.store.IssueTokenCapped(ctx, customer, s.maxOutstanding)
+	} else {
+		// The plain INSERT, when there is no cap to check.
+		t, err = s.store.IssueToken(ctx, customer)
+	}
+	if errors.Is(err, store.ErrTooManyTokens) {
+		s.metrics.tokenLimited("outstanding")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +127,7 @@ func (s *OrderServer) ListOrders(ctx context.Context, req *orderv1.ListOrdersReq
 	case size > maxPageSize:
 		size = maxPageSize
 	}
-	after, err := decodePageToken(req.GetPageToken(), req.GetCustomerId())
+	after, err := s.pages.decode(ctx, req.GetPageToken(), req.GetCustomerId())
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +140,9 @@ func (s *OrderServer) ListOrders(ctx context.Context, req *orderv1.ListOrdersReq
 		resp.Orders[i] = orderProto(o)
 	}
 	if next != nil {
-		resp.NextPageToken = encodePageToken(next, req.GetCustomerId())
+		if resp.NextPageToken, err = s.pages.encode(ctx, next, req.GetCustomerId()); err != nil {
+			return nil, err
+		}
 	}
 	return resp, nil
 }
