@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/orderd/orderd/server"
 )
 
 // config is every setting of orderd. Each has a flag and an ORDERD_*
@@ -35,6 +38,17 @@ type config struct {
 	ShutdownGrace        time.Duration
 	LogLevel             string
 	LogFormat            string
+
+	TLSCert              string
+	TLSKey               string
+	TLSClientCA          string
+	InsecurePlaintext    bool
+	BearerTokensFile     string
+	PolicyFile           string
+	Reflection           bool
+	IssueTokenRate       float64
+	IssueTokenBurst      int
+	MaxOutstandingTokens int
 }
 
 // envPrefix + upper-cased flag name with '-' → '_' is a flag's variable.
@@ -70,6 +84,16 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long calls in flight may finish before they are cancelled")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) of the gRPC listener; with -tls-key turns TLS on; reread when the file changes")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of -tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle: require client certificates signed by it (mTLS); the certificate's URI SAN, DNS SAN or CN is the caller's identity")
+	fs.BoolVar(&c.InsecurePlaintext, "insecure-plaintext", false, "allow plaintext gRPC on a non-loopback -grpc-addr (without TLS orderd only listens on loopback)")
+	fs.StringVar(&c.BearerTokensFile, "bearer-tokens-file", "", "file of accepted bearer tokens, one per line: SHA-256 hex of the token, then the identity it stands for")
+	fs.StringVar(&c.PolicyFile, "policy-file", "", "JSON policy: which identity may call which methods (needs -tls-client-ca or -bearer-tokens-file)")
+	fs.BoolVar(&c.Reflection, "reflection", true, "serve gRPC server reflection (reachable without identity)")
+	fs.Float64Var(&c.IssueTokenRate, "issue-token-rate", 10, "IssueToken calls per second allowed per customer on each replica (0: no limit)")
+	fs.IntVar(&c.IssueTokenBurst, "issue-token-burst", 20, "IssueToken calls a customer may make at once before -issue-token-rate applies")
+	fs.IntVar(&c.MaxOutstandingTokens, "max-outstanding-tokens", 100, "unused, unexpired tokens a customer may hold (0: no cap)")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage of %s:\n  orderd [serve] [flags]\n  orderd migrate [up|status] [flags]\n  orderd version\n\nEvery flag can also be set with the environment variable shown; the flag wins.\n\n", name)
 		fs.VisitAll(func(f *flag.Flag) {
@@ -155,10 +179,86 @@ func (c *config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("log-format", "must be text or json")
 	}
+	c.validateSecurity(bad)
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// validateSecurity checks the transport, identity and limit settings.
+func (c *config) validateSecurity(bad func(flagName, format string, args ...any)) {
+	tls := c.TLSCert != "" || c.TLSKey != ""
+	if tls && (c.TLSCert == "" || c.TLSKey == "") {
+		bad("tls-cert/tls-key", "set both or neither")
+	}
+	if c.TLSClientCA != "" && !tls {
+		bad("tls-client-ca", "client certificates need TLS: set -tls-cert and -tls-key")
+	}
+	if c.InsecurePlaintext && tls {
+		bad("insecure-plaintext", "contradicts -tls-cert/-tls-key; choose one")
+	}
+	if !tls && !c.InsecurePlaintext && !isLoopback(c.GRPCAddr) {
+		bad("grpc-addr", "%s is not a loopback address, and without TLS orderd serves only loopback: set -tls-cert and -tls-key (and -tls-client-ca or -bearer-tokens-file to know the callers), or -insecure-plaintext to serve plaintext anyway", c.GRPCAddr)
+	}
+	if c.PolicyFile != "" && c.TLSClientCA == "" && c.BearerTokensFile == "" {
+		bad("policy-file", "a policy needs identities: set -tls-client-ca (mTLS) or -bearer-tokens-file")
+	}
+	if c.IssueTokenRate < 0 {
+		bad("issue-token-rate", "must not be negative")
+	}
+	if c.IssueTokenBurst < 1 {
+		bad("issue-token-burst", "must be at least 1")
+	}
+	if c.MaxOutstandingTokens < 0 {
+		bad("max-outstanding-tokens", "must not be negative")
+	}
+}
+
+// isLoopback reports whether a listen address (host:port) is on loopback
+// only; an empty host (all interfaces) is not.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// security loads the TLS, identity and policy files into server options.
+// Errors name the setting.
+func (c *config) security(log *slog.Logger) (*tls.Config, *server.Auth, error) {
+	var tlsCfg *tls.Config
+	if c.TLSCert != "" {
+		var err error
+		tlsCfg, err = server.NewServerTLS(server.TLSFiles{CertFile: c.TLSCert, KeyFile: c.TLSKey, ClientCAFile: c.TLSClientCA}, log)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-tls-cert/-tls-key/-tls-client-ca (%s, %s, %s): %w", envName("tls-cert"), envName("tls-key"), envName("tls-client-ca"), err)
+		}
+	}
+	if c.TLSClientCA == "" && c.BearerTokensFile == "" && c.PolicyFile == "" {
+		return tlsCfg, nil, nil
+	}
+	auth := &server.Auth{}
+	if c.BearerTokensFile != "" {
+		t, err := server.LoadBearerTokens(c.BearerTokensFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-bearer-tokens-file (%s) %s: %w", envName("bearer-tokens-file"), c.BearerTokensFile, err)
+		}
+		auth.Tokens = t
+	}
+	if c.PolicyFile != "" {
+		p, err := server.LoadPolicy(c.PolicyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-policy-file (%s) %s: %w", envName("policy-file"), c.PolicyFile, err)
+		}
+		auth.Policy = p
+	}
+	return tlsCfg, auth, nil
 }
 
 func (c *config) slogLevel() (slog.Level, error) {

@@ -17,11 +17,13 @@ func TestConfigEnvironmentAndFlags(t *testing.T) {
 		"ORDERD_MYSQL_DSN": dsn,
 		"ORDERD_TOKEN_TTL": "5m", // the flag wins
 		"ORDERD_GRPC_ADDR": "0.0.0.0:6000",
+		// Plaintext off loopback must be asked for.
+		"ORDERD_INSECURE_PLAINTEXT": "true",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.MySQLDSN != dsn || c.TokenTTL != 2*time.Hour || c.GRPCAddr != "0.0.0.0:6000" || c.MetricsAddr != "127.0.0.1:9090" {
+	if c.MySQLDSN != dsn || c.TokenTTL != 2*time.Hour || c.GRPCAddr != "0.0.0.0:6000" || c.MetricsAddr != "127.0.0.1:9090" || !c.InsecurePlaintext {
 		t.Errorf("config = %+v", c)
 	}
 }
@@ -41,6 +43,17 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{"log level", []string{"-mysql-dsn=u@tcp(h:1)/d", "-log-level=loud"}, nil, "-log-level"},
 		{"bad address", []string{"-mysql-dsn=u@tcp(h:1)/d", "-grpc-addr=nowhere"}, nil, "-grpc-addr"},
 		{"stray argument", []string{"-mysql-dsn=u@tcp(h:1)/d", "extra"}, nil, "unexpected arguments"},
+		{"plaintext on all interfaces", []string{"-mysql-dsn=u@tcp(h:1)/d", "-grpc-addr=:50051"}, nil, "-insecure-plaintext"},
+		{"plaintext on a public address names TLS", []string{"-mysql-dsn=u@tcp(h:1)/d", "-grpc-addr=10.1.2.3:50051"}, nil, "-tls-cert"},
+		{"plaintext on a host name", nil, map[string]string{"ORDERD_MYSQL_DSN": "u@tcp(h:1)/d", "ORDERD_GRPC_ADDR": "orderd.internal:50051"}, "ORDERD_GRPC_ADDR"},
+		{"certificate without key", []string{"-mysql-dsn=u@tcp(h:1)/d", "-tls-cert=c.pem"}, nil, "-tls-cert/tls-key"},
+		{"client CA without TLS", []string{"-mysql-dsn=u@tcp(h:1)/d", "-tls-client-ca=ca.pem"}, nil, "-tls-client-ca"},
+		{"plaintext and TLS", []string{"-mysql-dsn=u@tcp(h:1)/d", "-tls-cert=c.pem", "-tls-key=k.pem", "-insecure-plaintext"}, nil, "-insecure-plaintext"},
+		{"policy without identities", []string{"-mysql-dsn=u@tcp(h:1)/d", "-policy-file=p.json"}, nil, "-policy-file"},
+		{"negative rate", []string{"-mysql-dsn=u@tcp(h:1)/d", "-issue-token-rate=-1"}, nil, "-issue-token-rate"},
+		{"no burst", []string{"-mysql-dsn=u@tcp(h:1)/d", "-issue-token-burst=0"}, nil, "-issue-token-burst"},
+		{"negative cap", nil, map[string]string{"ORDERD_MYSQL_DSN": "u@tcp(h:1)/d", "ORDERD_MAX_OUTSTANDING_TOKENS": "-3"}, "ORDERD_MAX_OUTSTANDING_TOKENS"},
+		{"bad boolean in the environment", nil, map[string]string{"ORDERD_MYSQL_DSN": "u@tcp(h:1)/d", "ORDERD_INSECURE_PLAINTEXT": "maybe"}, "ORDERD_INSECURE_PLAINTEXT"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,6 +62,17 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 				t.Errorf("err = %v, want one mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:50051": true, "127.1.2.3:1": true, "[::1]:50051": true, "localhost:50051": true, "LOCALHOST:1": true,
+		":50051": false, "0.0.0.0:50051": false, "[::]:50051": false, "10.0.0.1:50051": false, "orderd:50051": false, "nonsense": false,
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
 	}
 }
 

@@ -130,6 +130,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := server.NewMetrics(reg)
+	// Certificates, tokens and policy first: a bad file should not wait for
+	// the database.
+	tlsCfg, auth, err := cfg.security(log)
+	if err != nil {
+		return err
+	}
 
 	st, err := openStore(ctx, cfg, store.Options{OnRetry: metrics.TxRetry})
 	if err != nil {
@@ -156,10 +162,21 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		KeepaliveMinTime:     cfg.KeepaliveMinTime,
 		HealthInterval:       cfg.HealthInterval,
 		Metrics:              metrics,
+		TLS:                  tlsCfg,
+		Auth:                 auth,
+		DisableReflection:    !cfg.Reflection,
+		IssueTokenRate:       cfg.IssueTokenRate,
+		IssueTokenBurst:      cfg.IssueTokenBurst,
+		MaxOutstandingTokens: cfg.MaxOutstandingTokens,
 	})
+	if err != nil && cfg.PolicyFile != "" {
+		// The policy names methods the server does not have.
+		return fmt.Errorf("-policy-file (%s) %s: %w", envName("policy-file"), cfg.PolicyFile, err)
+	}
 	if err != nil {
 		return err
 	}
+	warnInsecure(log, cfg, auth)
 
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -196,7 +213,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
-	log.Info("orderd serving", "version", version, "grpc_addr", lis.Addr().String(), "database", redactedDSN(cfg.MySQLDSN))
+	log.Info("orderd serving", "version", version, "grpc_addr", lis.Addr().String(), "database", redactedDSN(cfg.MySQLDSN),
+		"tls", tlsCfg != nil, "client_certificates", cfg.TLSClientCA != "", "bearer_tokens", cfg.BearerTokensFile != "", "policy", cfg.PolicyFile != "")
 
 	select {
 	case err = <-serveErr:
@@ -214,6 +232,21 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return err
+}
+
+// warnInsecure logs the ways in which the configuration leaves calls open.
+func warnInsecure(log *slog.Logger, cfg *config, auth *server.Auth) {
+	if cfg.InsecurePlaintext && !isLoopback(cfg.GRPCAddr) {
+		log.Warn("serving plaintext gRPC on a non-loopback address (-insecure-plaintext): anyone on the path can read and alter calls",
+			"grpc_addr", cfg.GRPCAddr)
+		if cfg.BearerTokensFile != "" {
+			log.Warn("bearer tokens travel in plaintext (-bearer-tokens-file without TLS)")
+		}
+	}
+	if auth == nil && !isLoopback(cfg.GRPCAddr) {
+		log.Warn("no caller authentication (-tls-client-ca or -bearer-tokens-file): every caller may call every method, PutProduct included",
+			"grpc_addr", cfg.GRPCAddr)
+	}
 }
 
 // mysqlLogger adapts slog to go-sql-driver's logger.
