@@ -40,16 +40,19 @@ type command struct {
 	args string
 	// setup registers the command's flags and returns its action.
 	setup func(fs *flag.FlagSet) action
+	// local commands do not talk to orderd (env.client is nil).
+	local bool
 }
 
 var commands = map[string]command{
-	"token issue": {"--customer C", tokenIssue},
-	"token get":   {"--token T --customer C", tokenGet},
-	"order place": {"--customer C --item SKU=QTY [--item ...] [--token T]", orderPlace},
-	"order get":   {"--id ID", orderGet},
-	"order list":  {"--customer C [--page-size N] [--page-token T]", orderList},
-	"product put": {"--sku S --name N --price MINOR --currency CUR --stock N", productPut},
-	"product get": {"--sku S", productGet},
+	"token issue":  {args: "--customer C", setup: tokenIssue},
+	"token get":    {args: "--token T --customer C", setup: tokenGet},
+	"order place":  {args: "--customer C --item SKU=QTY [--item ...] [--token T]", setup: orderPlace},
+	"order get":    {args: "--id ID", setup: orderGet},
+	"order list":   {args: "--customer C [--page-size N] [--page-token T]", setup: orderList},
+	"product put":  {args: "--sku S --name N --price MINOR --currency CUR --stock N", setup: productPut},
+	"product get":  {args: "--sku S", setup: productGet},
+	"certs create": {args: "[--dir D] [--valid-for D] [--force]", setup: certsCreate, local: true},
 }
 
 func tokenIssue(fs *flag.FlagSet) action {

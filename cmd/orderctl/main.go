@@ -54,12 +54,24 @@ Commands:
   product put    --sku S --name N --price MINOR --currency CUR --stock N
                  (price in minor units of the currency, e.g. cents)
   product get    --sku S
+  certs create   [--dir .data/certs] [--valid-for 720h] [--force]
+                 writes a throwaway CA, a server certificate (127.0.0.1,
+                 ::1, localhost), client certificates for
+                 spiffe://orderd.local/admin and spiffe://orderd.local/shop,
+                 an example policy.json, and bearer-tokens with a token
+                 for each (admin.token, shop.token): for local use only
 
 Global flags (also accepted after the command):
   --addr ADDR        orderd address (default ` + defaultAddr + `, env ORDERD_ADDR)
   -o text|json       output format (default text; json is protojson)
   --timeout D        deadline of the whole command, retries included (default 30s)
   --max-attempts N   tries per call, retries included (default 5)
+  --tls              use TLS with the system's CAs (implied by the --tls-* flags)
+  --tls-ca FILE      CA bundle that signed orderd's certificate
+  --tls-cert FILE    client certificate (mTLS), with --tls-key FILE
+  --tls-server-name N  name to verify in orderd's certificate
+  --bearer TOKEN     bearer token (env ORDERCTL_BEARER), or --bearer-file FILE;
+                     refused in plaintext except to a loopback address
 
 Calls are retried on UNAVAILABLE, ABORTED and per-attempt timeouts, with
 exponential backoff and the server's RetryInfo delay.
@@ -82,6 +94,7 @@ type globals struct {
 	output      string
 	timeout     time.Duration
 	maxAttempts int
+	transport   transport
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
@@ -89,6 +102,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.output, "o", g.output, "output format: text or json")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of the whole command, retries included")
 	fs.IntVar(&g.maxAttempts, "max-attempts", g.maxAttempts, "tries per call, retries included")
+	g.transport.register(fs)
 }
 
 // usageError is a mistake in the command line.
@@ -106,6 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if v := os.Getenv("ORDERD_ADDR"); v != "" {
 		g.addr = v
 	}
+	g.transport.bearer = os.Getenv("ORDERCTL_BEARER")
 	fs := flag.NewFlagSet("orderctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usageText) }
@@ -148,15 +163,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	set := map[string]bool{}
 	cfs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	c, err := client.Dial(g.addr, client.WithMaxAttempts(g.maxAttempts))
-	if err != nil {
-		fmt.Fprintln(stderr, "orderctl:", err)
-		return exitError
+	e := &env{out: stdout, json: g.output == "json", set: set}
+	if !cmd.local {
+		opts, err := g.transport.options(g.addr)
+		if ue := (*usageError)(nil); errors.As(err, &ue) {
+			return usage(stderr, err)
+		} else if err != nil {
+			fmt.Fprintln(stderr, "orderctl:", err)
+			return exitError
+		}
+		c, err := client.Dial(g.addr, append(opts, client.WithMaxAttempts(g.maxAttempts))...)
+		if err != nil {
+			fmt.Fprintln(stderr, "orderctl:", err)
+			return exitError
+		}
+		defer c.Close()
+		e.client = c
 	}
-	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
-	err = act(ctx, &env{client: c, out: stdout, json: g.output == "json", set: set})
+	err := act(ctx, e)
 	if ue := (*usageError)(nil); errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "orderctl: %v\n", ue)
 		cfs.Usage()
