@@ -14,6 +14,18 @@ STATICCHECK_VERSION        := v0.8.2
 
 BIN      := $(CURDIR)/.bin
 RUN_PORT ?= 33061
+CERTS_DIR ?= .data/certs
+FUZZTIME  ?= 30s
+
+# make run TLS=1: mTLS with the certificates of make certs and their policy.
+# make run BEARER=1: server-only TLS, callers known by bearer tokens.
+RUN_FLAGS :=
+ifneq ($(TLS),)
+RUN_FLAGS += -tls-cert=$(CERTS_DIR)/server.pem -tls-key=$(CERTS_DIR)/server-key.pem -tls-client-ca=$(CERTS_DIR)/ca.pem -policy-file=$(CERTS_DIR)/policy.json
+endif
+ifneq ($(BEARER),)
+RUN_FLAGS += -tls-cert=$(CERTS_DIR)/server.pem -tls-key=$(CERTS_DIR)/server-key.pem -bearer-tokens-file=$(CERTS_DIR)/bearer-tokens -policy-file=$(CERTS_DIR)/policy.json
+endif
 GO_TEST_FLAGS ?= -race -shuffle=on -count=1 -timeout=20m
 
 .PHONY: help
@@ -67,16 +79,29 @@ build: ## build bin/orderd
 	go build -o bin/orderd ./cmd/orderd
 
 .PHONY: run
-run: build ## serve on 127.0.0.1:50051 (own MariaDB under .data/run-mysql unless ORDERD_MYSQL_DSN is set)
+run: build $(if $(TLS)$(BEARER),$(CERTS_DIR)/ca.pem) ## serve on 127.0.0.1:50051 (own MariaDB under .data/run-mysql unless ORDERD_MYSQL_DSN is set); TLS=1: mTLS, BEARER=1: TLS + bearer tokens
 	@if [ -z "$$ORDERD_MYSQL_DSN" ]; then \
 	  dsn=$$(scripts/mysql-private start .data/run-mysql $(RUN_PORT) orderd) || exit 1; \
 	  echo "using private MariaDB: $$dsn (stop it with make db-stop)"; \
 	  export ORDERD_MYSQL_DSN="$$dsn"; \
-	fi; exec bin/orderd serve
+	fi; exec bin/orderd serve $(RUN_FLAGS)
+
+$(CERTS_DIR)/ca.pem:
+	go run ./cmd/orderctl certs create --dir $(CERTS_DIR)
+
+.PHONY: certs
+certs: $(CERTS_DIR)/ca.pem ## throwaway CA, server and client certificates, policy and bearer tokens in CERTS_DIR (.data/certs)
 
 .PHONY: test
 test: ## all tests, -race, against ORDERD_TEST_MYSQL_DSN or a private MariaDB under .data/test-mysql
 	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target of server/ for FUZZTIME each (default 30s), against a real MariaDB
+	@set -e; for t in $$(go test -list '^Fuzz' ./server | grep '^Fuzz'); do \
+	  echo "== $$t ($(FUZZTIME))"; \
+	  go test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./server; \
+	done
 
 .PHONY: soak
 soak: ## the randomized fault run for ORDERD_FAULT_SOAK (default 5m)
