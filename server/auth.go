@@ -40,16 +40,6 @@ type Auth struct {
 	Policy *Policy
 }
 
-type identityKey struct{}
-
-// IdentityFrom returns the caller's identity as authentication established
-// it for the call of ctx, and whether there is one (false when orderd runs
-// without Auth).
-func IdentityFrom(ctx context.Context) (string, bool) {
-	id, ok := ctx.Value(identityKey{}).(string)
-	return id, ok
-}
-
 // authenticate is the auth.AuthFunc of the interceptor chain: it finds the
 // caller's identity, then asks the policy. Either failure is a domain error
 // that the error table answers UNAUTHENTICATED or PERMISSION_DENIED; its
@@ -66,7 +56,7 @@ func (a *Auth) authenticate(ctx context.Context) (context.Context, error) {
 	if a.Policy != nil && !a.Policy.Allows(id, method) {
 		return nil, &store.DetailError{Err: errPermissionDenied, Metadata: map[string]string{"identity": id, "method": method}}
 	}
-	return context.WithValue(ctx, identityKey{}, id), nil
+	return ctx, nil
 }
 
 // identify returns the identity of a verified client certificate, else of a
@@ -225,9 +215,13 @@ type Policy struct {
 // matching Methods.
 type PolicyRule struct {
 	// Comment is for people; orderd ignores it.
-	Comment  string   `json:"comment,omitempty"`
-	Identity string   `json:"identity"`
-	Methods  []string `json:"methods"`
+	Comment string `json:"comment,omitempty"`
+	// Identity is a pattern of caller identities, such as
+	// "spiffe://orderd.local/shop" or "spiffe://orderd.local/*".
+	Identity string `json:"identity"`
+	// Methods are patterns of full method names, such as
+	// "/order.v1.OrderService/*"; "*" alone allows every method.
+	Methods []string `json:"methods"`
 }
 
 // LoadPolicy reads a policy file (JSON, see Policy).
