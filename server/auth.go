@@ -208,6 +208,7 @@ func (b *BearerTokens) identity(token string) (string, bool) {
 //	   "methods": ["/order.v1.OrderService/*", "/order.v1.ProductService/GetProduct"]}
 //	]}
 type Policy struct {
+	// Rules are tried in turn; the first that allows the call decides.
 	Rules []PolicyRule `json:"rules"`
 }
 

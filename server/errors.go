@@ -58,7 +58,10 @@ type retryAfterError struct {
 	after time.Duration
 }
 
+// Error implements error.
 func (e *retryAfterError) Error() string { return fmt.Sprintf("%v (retry after %v)", e.err, e.after) }
+
+// Unwrap returns the domain error.
 func (e *retryAfterError) Unwrap() error { return e.err }
 
 // errorTable maps domain errors to gRPC statuses; the first entry that

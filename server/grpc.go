@@ -60,10 +60,11 @@ type Options struct {
 	DisableReflection bool
 
 	// IssueTokenRate limits IssueToken per customer, in tokens per second
-	// on this replica (0: no limit), with bursts of IssueTokenBurst
-	// (default 1). Over the limit: RESOURCE_EXHAUSTED TOKEN_RATE_LIMITED
-	// with RetryInfo.
-	IssueTokenRate  float64
+	// on this replica (0: no limit). Over the limit: RESOURCE_EXHAUSTED
+	// TOKEN_RATE_LIMITED with RetryInfo.
+	IssueTokenRate float64
+	// IssueTokenBurst is how many IssueToken calls a customer may make at
+	// once before IssueTokenRate applies (default 1).
 	IssueTokenBurst int
 	// RateLimitedCustomers bounds the customers whose rate buckets are kept
 	// in memory (default 100000; see customerLimiter).

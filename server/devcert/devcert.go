@@ -63,11 +63,13 @@ func NewAuthority(name string, validFor time.Duration) (*Authority, error) {
 type Leaf struct {
 	// CommonName is the subject's common name.
 	CommonName string
-	// DNSNames, IPAddresses and URIs are the subject alternative names,
-	// such as "localhost", 127.0.0.1 and "spiffe://orderd.local/shop".
-	DNSNames    []string
+	// DNSNames are DNS subject alternative names, such as "localhost".
+	DNSNames []string
+	// IPAddresses are IP subject alternative names, such as 127.0.0.1.
 	IPAddresses []net.IP
-	URIs        []string
+	// URIs are URI subject alternative names, such as
+	// "spiffe://orderd.local/shop" (the identity orderd sees first).
+	URIs []string
 	// NotBefore and NotAfter bound the validity; zero values mean an hour
 	// ago and ValidFor after that.
 	NotBefore, NotAfter time.Time
