@@ -2,9 +2,6 @@ package client_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +10,7 @@ import (
 
 	"github.com/orderd/orderd/client"
 	"github.com/orderd/orderd/server"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
@@ -119,21 +117,8 @@ func start(tb testing.TB, f *faulty) *env {
 		f.Store = st
 		s = f
 	}
-	srv, err := server.New(s, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go srv.Serve(lis)
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return &env{addr: lis.Addr().String(), store: st, dsn: dsn}
+	addr := servertest.Start(tb, s, server.Options{})
+	return &env{addr: addr, store: st, dsn: dsn}
 }
 
 // dial returns a client of e, closed when the test ends. Unless opts say

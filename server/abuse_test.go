@@ -21,6 +21,7 @@ import (
 
 	orderv1 "github.com/orderd/orderd/gen/order/v1"
 	"github.com/orderd/orderd/server"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
@@ -47,7 +48,7 @@ func TestIssueTokenLimits(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		st, _ := storetest.New(t, store.Options{TokenTTL: time.Hour})
 		// One token every 100s: the test never waits for a refill.
-		conn := dial(t, serve(t, st, server.Options{IssueTokenRate: 0.01, IssueTokenBurst: 3, Metrics: server.NewMetrics(reg)}), insecure.NewCredentials())
+		conn := dial(t, servertest.Start(t, st, server.Options{IssueTokenRate: 0.01, IssueTokenBurst: 3, Metrics: server.NewMetrics(reg)}), insecure.NewCredentials())
 		orders, products := orderv1.NewOrderServiceClient(conn), orderv1.NewProductServiceClient(conn)
 		if _, err := products.PutProduct(ctx, &orderv1.PutProductRequest{Product: &orderv1.Product{Sku: "apple", Name: "Apple", UnitPriceMinor: 1, Currency: "EUR", Stock: 100}}); err != nil {
 			t.Fatal(err)
@@ -83,7 +84,7 @@ func TestIssueTokenLimits(t *testing.T) {
 	t.Run("outstanding tokens", func(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		st, _ := storetest.New(t, store.Options{TokenTTL: time.Hour})
-		conn := dial(t, serve(t, st, server.Options{MaxOutstandingTokens: 2, Metrics: server.NewMetrics(reg)}), insecure.NewCredentials())
+		conn := dial(t, servertest.Start(t, st, server.Options{MaxOutstandingTokens: 2, Metrics: server.NewMetrics(reg)}), insecure.NewCredentials())
 		orders, products := orderv1.NewOrderServiceClient(conn), orderv1.NewProductServiceClient(conn)
 		if _, err := products.PutProduct(ctx, &orderv1.PutProductRequest{Product: &orderv1.Product{Sku: "apple", Name: "Apple", UnitPriceMinor: 1, Currency: "EUR", Stock: 100}}); err != nil {
 			t.Fatal(err)
@@ -180,10 +181,10 @@ func TestNoSecretsInLogsMetricsOrErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs servertest.LogBuffer
 	reg := prometheus.NewRegistry()
 	st, _ := storetest.New(t, store.Options{TokenTTL: time.Hour})
-	conn := dial(t, serve(t, panicky{st}, server.Options{
+	conn := dial(t, servertest.Start(t, panicky{st}, server.Options{
 		Logger: slogTo(&logs), Metrics: server.NewMetrics(reg),
 		Auth:           &server.Auth{Tokens: tokens},
 		IssueTokenRate: 0.01, IssueTokenBurst: 4, MaxOutstandingTokens: 3,

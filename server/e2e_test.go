@@ -3,9 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +21,7 @@ import (
 
 	orderv1 "github.com/orderd/orderd/gen/order/v1"
 	"github.com/orderd/orderd/server"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
@@ -63,32 +61,18 @@ func start(tb testing.TB) *env {
 	return startWith(tb, server.Options{})
 }
 
-// startWith is start with server options (the logger is always discarded).
+// startWith is start with server options.
 func startWith(tb testing.TB, opts server.Options) *env {
 	tb.Helper()
 	clk := &clock{}
 	st, _ := storetest.New(tb, store.Options{Now: clk.Now, TokenTTL: time.Hour, MaxOpenConns: 64})
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.New(panicky{st}, opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go srv.Serve(lis)
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr := servertest.Start(tb, panicky{st}, opts)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return &env{orders: orderv1.NewOrderServiceClient(conn), products: orderv1.NewProductServiceClient(conn), health: healthpb.NewHealthClient(conn), clock: clk, addr: lis.Addr().String()}
+	return &env{orders: orderv1.NewOrderServiceClient(conn), products: orderv1.NewProductServiceClient(conn), health: healthpb.NewHealthClient(conn), clock: clk, addr: addr}
 }
 
 func (e *env) put(tb testing.TB, sku, currency string, price, stock int64) {

@@ -22,6 +22,7 @@ import (
 	orderv1 "github.com/orderd/orderd/gen/order/v1"
 	"github.com/orderd/orderd/server"
 	"github.com/orderd/orderd/server/devcert"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
@@ -57,7 +58,7 @@ func TestHandshakeRefused(t *testing.T) {
 	p := newPKI(t)
 	st, _ := storetest.New(t, store.Options{})
 	cs := &counting{Store: st}
-	addr := serve(t, cs, server.Options{TLS: p.serverTLS(t, true), Auth: &server.Auth{}})
+	addr := servertest.Start(t, cs, server.Options{TLS: p.serverTLS(t, true), Auth: &server.Auth{}})
 
 	otherCA, err := devcert.NewAuthority("another CA", time.Hour)
 	if err != nil {
@@ -125,9 +126,9 @@ func TestPolicyWithClientCertificates(t *testing.T) {
 	p := newPKI(t)
 	st, _ := storetest.New(t, store.Options{TokenTTL: time.Hour})
 	cs := &counting{Store: st}
-	var logs syncBuffer
+	var logs servertest.LogBuffer
 	reg := prometheus.NewRegistry()
-	addr := serve(t, cs, server.Options{
+	addr := servertest.Start(t, cs, server.Options{
 		TLS:     p.serverTLS(t, true),
 		Auth:    &server.Auth{Policy: mustPolicy(t, testPolicy)},
 		Logger:  slogTo(&logs),
@@ -227,7 +228,7 @@ func TestBearerTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := serve(t, cs, server.Options{TLS: p.serverTLS(t, false), Auth: &server.Auth{Tokens: tokens, Policy: mustPolicy(t, testPolicy)}})
+	addr := servertest.Start(t, cs, server.Options{TLS: p.serverTLS(t, false), Auth: &server.Auth{Tokens: tokens, Policy: mustPolicy(t, testPolicy)}})
 	conn := dial(t, addr, clientCreds(p.ca.Pool()))
 	orders := orderv1.NewOrderServiceClient(conn)
 	products := orderv1.NewProductServiceClient(conn)
@@ -284,7 +285,7 @@ func TestBearerTokensOnLoopbackPlaintext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := dial(t, serve(t, st, server.Options{Auth: &server.Auth{Tokens: tokens}}), insecure.NewCredentials())
+	conn := dial(t, servertest.Start(t, st, server.Options{Auth: &server.Auth{Tokens: tokens}}), insecure.NewCredentials())
 	orders := orderv1.NewOrderServiceClient(conn)
 	_, err = orders.IssueToken(context.Background(), &orderv1.IssueTokenRequest{CustomerId: "alice"})
 	wantError(t, err, codes.Unauthenticated, "UNAUTHENTICATED")
@@ -296,7 +297,7 @@ func TestBearerTokensOnLoopbackPlaintext(t *testing.T) {
 
 func TestReflectionCanBeDisabled(t *testing.T) {
 	st, _ := storetest.New(t, store.Options{})
-	conn := dial(t, serve(t, st, server.Options{DisableReflection: true}), insecure.NewCredentials())
+	conn := dial(t, servertest.Start(t, st, server.Options{DisableReflection: true}), insecure.NewCredentials())
 	if _, err := listServices(conn); status.Code(err) != codes.Unimplemented {
 		t.Errorf("reflection: %v, want UNIMPLEMENTED", err)
 	}

@@ -14,6 +14,7 @@ import (
 	orderv1 "github.com/orderd/orderd/gen/order/v1"
 	"github.com/orderd/orderd/server"
 	"github.com/orderd/orderd/server/devcert"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
@@ -38,7 +39,7 @@ func eventually(tb testing.TB, what string, check func() bool) {
 func TestCertificateRotation(t *testing.T) {
 	p := newPKI(t)
 	st, _ := storetest.New(t, store.Options{})
-	addr := serve(t, st, server.Options{TLS: p.serverTLS(t, true), Auth: &server.Auth{}})
+	addr := servertest.Start(t, st, server.Options{TLS: p.serverTLS(t, true), Auth: &server.Auth{}})
 	admin := p.client(t, adminID)
 
 	// served is the certificate a new handshake gets.
@@ -127,7 +128,7 @@ func TestServerTLSRefusesBadFiles(t *testing.T) {
 		t.Errorf("NewServerTLS = %+v, %v; want TLS 1.2 minimum", cfg, err)
 	}
 	// A TLS 1.1 client is refused.
-	addr := serve(t, storeOnly(t), server.Options{TLS: cfg})
+	addr := servertest.Start(t, storeOnly(t), server.Options{TLS: cfg})
 	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: p.ca.Pool(), ServerName: "localhost", MaxVersion: tls.VersionTLS11, NextProtos: []string{"h2"}})
 	if err == nil {
 		c.Close()

@@ -14,6 +14,7 @@ import (
 
 	orderv1 "github.com/orderd/orderd/gen/order/v1"
 	"github.com/orderd/orderd/server"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
@@ -48,7 +49,7 @@ func (b *blocking) IssueToken(ctx context.Context, customerID string) (store.Iss
 func TestMaxConcurrentStreams(t *testing.T) {
 	st, _ := storetest.New(t, store.Options{})
 	b := &blocking{Store: st, entered: make(chan struct{}, 10), release: make(chan struct{})}
-	addr := serve(t, b, server.Options{MaxConcurrentStreams: 2})
+	addr := servertest.Start(t, b, server.Options{MaxConcurrentStreams: 2})
 	orders := orderv1.NewOrderServiceClient(dial(t, addr, insecure.NewCredentials()))
 	ctx := context.Background()
 
@@ -110,9 +111,9 @@ func TestPageTokensAreTamperEvident(t *testing.T) {
 	}
 	defer replica.Close()
 	ctx := context.Background()
-	a := orderv1.NewOrderServiceClient(dial(t, serve(t, st, server.Options{}), insecure.NewCredentials()))
-	b := orderv1.NewOrderServiceClient(dial(t, serve(t, replica, server.Options{}), insecure.NewCredentials()))
-	products := orderv1.NewProductServiceClient(dial(t, serve(t, st, server.Options{}), insecure.NewCredentials()))
+	a := orderv1.NewOrderServiceClient(dial(t, servertest.Start(t, st, server.Options{}), insecure.NewCredentials()))
+	b := orderv1.NewOrderServiceClient(dial(t, servertest.Start(t, replica, server.Options{}), insecure.NewCredentials()))
+	products := orderv1.NewProductServiceClient(dial(t, servertest.Start(t, st, server.Options{}), insecure.NewCredentials()))
 	if _, err := products.PutProduct(ctx, &orderv1.PutProductRequest{Product: &orderv1.Product{Sku: "apple", Name: "Apple", UnitPriceMinor: 1, Currency: "EUR", Stock: 100}}); err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func TestPageTokensAreTamperEvident(t *testing.T) {
 	})
 	t.Run("another database's key", func(t *testing.T) {
 		other, _ := storetest.New(t, store.Options{})
-		c := orderv1.NewOrderServiceClient(dial(t, serve(t, other, server.Options{}), insecure.NewCredentials()))
+		c := orderv1.NewOrderServiceClient(dial(t, servertest.Start(t, other, server.Options{}), insecure.NewCredentials()))
 		_, err := c.ListOrders(ctx, &orderv1.ListOrdersRequest{CustomerId: "alice", PageToken: pt})
 		wantError(t, err, codes.InvalidArgument, "INVALID_PAGE_TOKEN")
 	})

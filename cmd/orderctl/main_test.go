@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"regexp"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/orderd/orderd/server"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
@@ -39,21 +38,8 @@ func start(tb testing.TB) (string, *flaky) {
 	tb.Helper()
 	st, _ := storetest.New(tb, store.Options{TokenTTL: time.Hour})
 	f := &flaky{Store: st}
-	srv, err := server.New(f, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go srv.Serve(lis)
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return lis.Addr().String(), f
+	addr := servertest.Start(tb, f, server.Options{})
+	return addr, f
 }
 
 // result is one orderctl run.

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/orderd/orderd/server"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
@@ -44,21 +43,7 @@ func serveSecure(tb testing.TB, dir string, bearer bool) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := server.New(st, server.Options{Logger: log, TLS: cfg, Auth: auth})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go srv.Serve(lis)
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return lis.Addr().String()
+	return servertest.Start(tb, st, server.Options{Logger: log, TLS: cfg, Auth: auth})
 }
 
 // TestCertsCreateAndTLS: certs create writes a working set (keys private)

@@ -18,27 +18,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	orderv1 "github.com/orderd/orderd/gen/order/v1"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store"
 	"github.com/orderd/orderd/store/storetest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server's concurrent logging.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(tb testing.TB) string {
 	tb.Helper()
@@ -89,7 +72,7 @@ func TestServeAndShutdown(t *testing.T) {
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuffer
+	var logs servertest.LogBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "-grpc-addr=" + addr, "-metrics-addr=" + freeAddr(t), "-shutdown-grace=10s"},
@@ -195,7 +178,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	dsn := storetest.NewDatabase(t)
 	addr, maddr := freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs servertest.LogBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-grpc-addr=" + addr, "-metrics-addr=" + maddr},

@@ -21,15 +21,16 @@ import (
 
 	orderv1 "github.com/orderd/orderd/gen/order/v1"
 	"github.com/orderd/orderd/server/devcert"
+	"github.com/orderd/orderd/server/servertest"
 	"github.com/orderd/orderd/store/storetest"
 )
 
 // serveInBackground runs orderd with args until the test ends and returns
 // its log.
-func serveInBackground(t *testing.T, args []string, getenv func(string) string) *syncBuffer {
+func serveInBackground(t *testing.T, args []string, getenv func(string) string) *servertest.LogBuffer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs servertest.LogBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, append([]string{"serve", "-metrics-addr="}, args...), getenv, &logs, &logs) }()
 	t.Cleanup(func() {
@@ -43,7 +44,7 @@ func serveInBackground(t *testing.T, args []string, getenv func(string) string) 
 
 func TestPlaintextOffLoopbackIsRefused(t *testing.T) {
 	getenv := env(map[string]string{"ORDERD_MYSQL_DSN": "u@tcp(127.0.0.1:1)/orderd"})
-	err := run(context.Background(), []string{"serve", "-grpc-addr=0.0.0.0:0"}, getenv, &syncBuffer{}, &syncBuffer{})
+	err := run(context.Background(), []string{"serve", "-grpc-addr=0.0.0.0:0"}, getenv, &servertest.LogBuffer{}, &servertest.LogBuffer{})
 	if err == nil {
 		t.Fatal("orderd started plaintext on 0.0.0.0")
 	}
@@ -176,7 +177,7 @@ func TestBadSecurityFilesNameTheSetting(t *testing.T) {
 	}
 	for _, tc := range tests {
 		err := run(context.Background(), append([]string{"serve", "-grpc-addr=" + freeAddr(t), "-metrics-addr="}, tc.args...),
-			env(map[string]string{"ORDERD_MYSQL_DSN": dsn}), &syncBuffer{}, &syncBuffer{})
+			env(map[string]string{"ORDERD_MYSQL_DSN": dsn}), &servertest.LogBuffer{}, &servertest.LogBuffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("serve %v: %v, want an error naming %s", tc.args, err, tc.want)
 		}
@@ -230,7 +231,7 @@ func TestDSNPasswordNeverShown(t *testing.T) {
 		strings.Replace(cfg.FormatDSN(), password, password+"-wrong", 1),
 		user + ":" + password + "@tcp(127.0.0.1:1)/orderd",
 	} {
-		var out syncBuffer
+		var out servertest.LogBuffer
 		err := run(ctx, []string{"serve", "-grpc-addr=" + freeAddr(t), "-metrics-addr="}, env(map[string]string{"ORDERD_MYSQL_DSN": bad}), &out, &out)
 		if err == nil {
 			t.Fatalf("serve with %s started", redactedDSN(bad))
