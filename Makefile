@@ -103,6 +103,10 @@ fuzz: ## run every fuzz target of server/ for FUZZTIME each (default 30s), again
 	  go test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./server; \
 	done
 
+.PHONY: bench
+bench: ## benchmark orderd against the raw SQL floor (own MariaDB; BENCH_FLAGS=-quick for ~1 min)
+	go run ./cmd/orderbench $(BENCH_FLAGS)
+
 .PHONY: soak
 soak: ## the randomized fault run for ORDERD_FAULT_SOAK (default 5m)
 	ORDERD_FAULT_SOAK=$${ORDERD_FAULT_SOAK:-5m} go test -race -count=1 -timeout=0 -run TestRandomizedFaults -v ./faults

@@ -1,0 +1,6 @@
+//go:build !race
+
+package main
+
+// raceFlags build orderd like the test binary.
+var raceFlags []string
