@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -61,6 +62,58 @@ func TestMigrateAndVersion(t *testing.T) {
 	}
 }
 
+// orderdUnderTest is orderd run as main runs it, with a client connection
+// and the product "apple" in stock.
+type orderdUnderTest struct {
+	orders   orderv1.OrderServiceClient
+	products orderv1.ProductServiceClient
+	logs     *servertest.LogBuffer
+	// stop cancels run's context, as SIGTERM does, and returns run's error
+	// (once orderd has stopped; later calls return the same).
+	stop func() error
+}
+
+// startOrderd runs orderd on a fresh address over dsn with extra args; it is
+// stopped when the test ends at the latest.
+func startOrderd(t *testing.T, dsn string, stock int64, args ...string) *orderdUnderTest {
+	t.Helper()
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	o := &orderdUnderTest{logs: &servertest.LogBuffer{}}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"serve", "-grpc-addr=" + addr}, args...),
+			env(map[string]string{"ORDERD_MYSQL_DSN": dsn}), o.logs, o.logs)
+	}()
+	o.stop = sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			return errors.New("orderd did not stop")
+		}
+	})
+	t.Cleanup(func() {
+		if err := o.stop(); err != nil {
+			t.Errorf("run: %v\n%s", err, o.logs.String())
+		}
+	})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	o.orders, o.products = orderv1.NewOrderServiceClient(conn), orderv1.NewProductServiceClient(conn)
+	pctx, cancelPut := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelPut()
+	if _, err := o.products.PutProduct(pctx, &orderv1.PutProductRequest{Product: &orderv1.Product{
+		Sku: "apple", Name: "Apple", UnitPriceMinor: 10, Currency: "EUR", Stock: stock}}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("PutProduct: %v\n%s", err, o.logs.String())
+	}
+	return o
+}
+
 // TestServeAndShutdown runs orderd as main does, places orders through it,
 // and cancels its context as SIGTERM would while calls are in flight.
 // No call may be answered with anything but OK, UNAVAILABLE or CANCELED,
@@ -69,28 +122,10 @@ func TestMigrateAndVersion(t *testing.T) {
 // retried against a new store.
 func TestServeAndShutdown(t *testing.T) {
 	dsn := storetest.NewDatabase(t)
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs servertest.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "-grpc-addr=" + addr, "-metrics-addr=" + freeAddr(t), "-shutdown-grace=10s"},
-			env(map[string]string{"ORDERD_MYSQL_DSN": dsn}), &logs, &logs)
-	}()
-
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	orders, products := orderv1.NewOrderServiceClient(conn), orderv1.NewProductServiceClient(conn)
+	od := startOrderd(t, dsn, 1_000_000, "-metrics-addr="+freeAddr(t), "-shutdown-grace=10s")
+	orders := od.orders
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
-	if _, err := products.PutProduct(cctx, &orderv1.PutProductRequest{Product: &orderv1.Product{
-		Sku: "apple", Name: "Apple", UnitPriceMinor: 10, Currency: "EUR", Stock: 1_000_000}}, grpc.WaitForReady(true)); err != nil {
-		t.Fatalf("PutProduct: %v\n%s", err, logs.String())
-	}
 
 	type result struct {
 		req     *orderv1.PlaceOrderRequest
@@ -122,18 +157,12 @@ func TestServeAndShutdown(t *testing.T) {
 		})
 	}
 	time.Sleep(300 * time.Millisecond)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("orderd did not stop")
+	if err := od.stop(); err != nil {
+		t.Fatalf("run: %v", err)
 	}
 	wg.Wait()
-	if !strings.Contains(logs.String(), "stopped") {
-		t.Errorf("logs:\n%s", logs.String())
+	if !strings.Contains(od.logs.String(), "stopped") {
+		t.Errorf("logs:\n%s", od.logs.String())
 	}
 
 	st, err := store.Open(context.Background(), dsn, store.Options{})
@@ -176,32 +205,11 @@ func TestServeAndShutdown(t *testing.T) {
 // OUT_OF_STOCK and reads the counters from /metrics.
 func TestMetricsEndpoint(t *testing.T) {
 	dsn := storetest.NewDatabase(t)
-	addr, maddr := freeAddr(t), freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var logs servertest.LogBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-grpc-addr=" + addr, "-metrics-addr=" + maddr},
-			env(map[string]string{"ORDERD_MYSQL_DSN": dsn}), &logs, &logs)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	orders, products := orderv1.NewOrderServiceClient(conn), orderv1.NewProductServiceClient(conn)
+	maddr := freeAddr(t)
+	od := startOrderd(t, dsn, 1, "-metrics-addr="+maddr)
+	orders := od.orders
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
-	if _, err := products.PutProduct(cctx, &orderv1.PutProductRequest{Product: &orderv1.Product{
-		Sku: "apple", Name: "Apple", UnitPriceMinor: 10, Currency: "EUR", Stock: 1}}, grpc.WaitForReady(true)); err != nil {
-		t.Fatalf("PutProduct: %v\n%s", err, logs.String())
-	}
 	place := func(qty int64) error {
 		tok, err := orders.IssueToken(cctx, &orderv1.IssueTokenRequest{CustomerId: "alice"})
 		if err != nil {
@@ -249,7 +257,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 	// Tokens never appear in logs, only a hash prefix.
-	if strings.Contains(logs.String(), tok.GetToken()) || !strings.Contains(logs.String(), "token=") {
-		t.Errorf("logs must name tokens by hash prefix only:\n%s", logs.String())
+	if strings.Contains(od.logs.String(), tok.GetToken()) || !strings.Contains(od.logs.String(), "token=") {
+		t.Errorf("logs must name tokens by hash prefix only:\n%s", od.logs.String())
 	}
 }
