@@ -156,33 +156,37 @@ func execute(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID string
 		return out, nil
 	}
 
-	// One statement decrements every line's stock; the rows are locked
-	// and were checked above.
-	var upd strings.Builder
-	upd.WriteString("UPDATE products SET stock = CASE sku")
-	uargs := make([]any, 0, 3*len(items))
+	// The rest depends only on what the locking read returned, so it
+	// travels as one multi-statement round trip (store.Open enables them):
+	// one UPDATE for every line's stock (the rows are locked and were
+	// checked above), the order, its lines and the outcome. The server
+	// stops at the first failing statement and returns its error, so a
+	// duplicate key (1062) still reaches the replay path, and the caller's
+	// rollback undoes the statements before it.
+	var q strings.Builder
+	wargs := make([]any, 0, 9*len(items)+14) // 3 per line in the UPDATE, 6 per line, 7 + 7
+	q.WriteString("UPDATE products SET stock = CASE sku")
 	for _, it := range items {
-		upd.WriteString(" WHEN ? THEN stock - ?")
-		uargs = append(uargs, it.SKU, it.Quantity)
+		q.WriteString(" WHEN ? THEN stock - ?")
+		wargs = append(wargs, it.SKU, it.Quantity)
 	}
-	upd.WriteString(" END WHERE sku IN (" + placeholders(len(items), "?") + ")")
-	uargs = append(uargs, args...)
-	if _, err := tx.ExecContext(ctx, upd.String(), uargs...); err != nil {
-		return nil, fmt.Errorf("reserve stock: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, insertOrder, order.ID, customerID, hash, order.TotalMinor, order.Currency, order.Status, now); err != nil {
-		return nil, fmt.Errorf("insert order: %w", err)
-	}
-	largs := make([]any, 0, 6*len(order.Lines))
+	q.WriteString(" END WHERE sku IN (" + placeholders(len(items), "?") + ")")
+	wargs = append(wargs, args...)
+	q.WriteString("; " + insertOrder)
+	wargs = append(wargs, order.ID, customerID, hash, order.TotalMinor, order.Currency, order.Status, now)
+	q.WriteString("; " + insertLinesPrefix + placeholders(len(order.Lines), "(?, ?, ?, ?, ?, ?)"))
 	for i, l := range order.Lines {
-		largs = append(largs, order.ID, i+1, l.SKU, l.Quantity, l.UnitPriceMinor, l.LineTotalMinor)
-	}
-	if _, err := tx.ExecContext(ctx, insertLinesPrefix+placeholders(len(order.Lines), "(?, ?, ?, ?, ?, ?)"), largs...); err != nil {
-		return nil, fmt.Errorf("insert order lines: %w", err)
+		wargs = append(wargs, order.ID, i+1, l.SKU, l.Quantity, l.UnitPriceMinor, l.LineTotalMinor)
 	}
 	out := &Outcome{Order: order}
-	if err := storeOutcome(ctx, tx, hash, fp, customerID, out, now); err != nil {
+	oargs, err := outcomeArgs(hash, fp, customerID, out, now)
+	if err != nil {
 		return nil, err
+	}
+	q.WriteString("; " + insertOutcome)
+	wargs = append(wargs, oargs...)
+	if _, err := tx.ExecContext(ctx, q.String(), wargs...); err != nil {
+		return nil, fmt.Errorf("write order: %w", err)
 	}
 	return out, nil
 }
@@ -201,7 +205,20 @@ type outcomeBody struct {
 	Metadata  map[string]string `json:"metadata,omitempty"`
 }
 
+// storeOutcome records a rejection as the token's outcome.
 func storeOutcome(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID string, out *Outcome, now time.Time) error {
+	args, err := outcomeArgs(hash, fp, customerID, out, now)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, insertOutcome, args...); err != nil {
+		return fmt.Errorf("store outcome: %w", err)
+	}
+	return nil
+}
+
+// outcomeArgs are insertOutcome's arguments for out.
+func outcomeArgs(hash, fp []byte, customerID string, out *Outcome, now time.Time) ([]any, error) {
 	body := outcomeBody{Order: out.Order}
 	var orderID, rejection sql.NullString
 	if out.Order != nil {
@@ -209,7 +226,7 @@ func storeOutcome(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID s
 	} else {
 		body.Rejection = rejectionCode(out.Rejection)
 		if body.Rejection == "" {
-			return fmt.Errorf("store outcome: %v is not a stored rejection", out.Rejection)
+			return nil, fmt.Errorf("store outcome: %v is not a stored rejection", out.Rejection)
 		}
 		rejection = sql.NullString{String: body.Rejection, Valid: true}
 		if d, ok := out.Rejection.(*DetailError); ok {
@@ -218,12 +235,9 @@ func storeOutcome(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID s
 	}
 	b, err := json.Marshal(body)
 	if err != nil {
-		return fmt.Errorf("encode outcome: %w", err)
+		return nil, fmt.Errorf("encode outcome: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, insertOutcome, hash, customerID, fp, orderID, rejection, b, now); err != nil {
-		return fmt.Errorf("store outcome: %w", err)
-	}
-	return nil
+	return []any{hash, customerID, fp, orderID, rejection, b, now}, nil
 }
 
 const (

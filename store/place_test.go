@@ -191,6 +191,57 @@ func TestPlaceOrderReplaysStoredOrder(t *testing.T) {
 	}
 }
 
+// TestPlaceOrderDuplicateKeyInWritesReplays covers the second line of
+// defence: a token row that reappears after its order was placed (restored
+// from a backup, say) is consumed again, and then a UNIQUE token hash stops
+// the writes, which PlaceOrder sends as one multi-statement round trip. The
+// failing statement must come back as the duplicate-key error (not be lost
+// behind the statements before it), the rollback must undo the statements
+// before it, and the call must replay the first order.
+func TestPlaceOrderDuplicateKeyInWritesReplays(t *testing.T) {
+	items := []store.Item{{SKU: "A", Quantity: 2}, {SKU: "B", Quantity: 1}}
+	tests := []struct {
+		name string
+		// prepare removes rows so that the duplicate key is hit by a
+		// later statement of the batch.
+		prepare string
+	}{
+		{name: "at the order (2nd statement)"},
+		{name: "at the outcome (4th statement)", prepare: "DELETE l, o FROM orders o JOIN order_lines l ON l.order_id = o.id WHERE o.token_hash = ?"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, store.Options{})
+			e.put(t, product("A", 500, "EUR", 10), product("B", 250, "EUR", 10))
+			tok := e.issue(t, "alice")
+			req := store.PlaceRequest{Token: tok.Token, CustomerID: "alice", Items: items}
+			first := e.placeOrder(t, req)
+			hash := store.HashToken(tok.Token)
+			if tt.prepare != "" {
+				if _, err := e.db.ExecContext(t.Context(), tt.prepare, hash); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := e.db.ExecContext(t.Context(), "INSERT INTO tokens (token_hash, customer_id, issue_time, expire_time) VALUES (?, ?, ?, ?)",
+				hash, "alice", t0, t0.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			before := e.snapshot(t)
+
+			out := e.place(t, req)
+			if !out.Replayed || out.Rejection != nil {
+				t.Fatalf("Replayed = %v, Rejection = %v; want the first order replayed", out.Replayed, out.Rejection)
+			}
+			if d := cmp.Diff(first, out.Order); d != "" {
+				t.Errorf("replayed order mismatch (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(before, e.snapshot(t)); d != "" {
+				t.Errorf("the failed writes were not rolled back (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
 func TestPlaceOrderStoresOutOfStockRejection(t *testing.T) {
 	e := newEnv(t, store.Options{})
 	e.put(t, product("A", 100, "EUR", 5), product("B", 200, "EUR", 1))

@@ -88,7 +88,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
+	// Arguments are escaped into the statement text (one round trip per
+	// statement, no prepare), which also makes multi-statement round trips
+	// safe: no SQL is ever built from input, only placeholders are.
+	// PlaceOrder sends its writes as one.
 	cfg.InterpolateParams = true
+	cfg.MultiStatements = true
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
 	}
