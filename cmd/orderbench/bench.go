@@ -34,8 +34,6 @@ type bench struct {
 	dbName    string
 	st        *store.Store
 	db        *sql.DB // orderd's DSN parameters and pool size: the SQL floor's pool
-	stMulti   *store.Store
-	dbMulti   *sql.DB // db with multiStatements, for the raw-batch experiment
 	dbPID     string
 
 	orderdBin string
@@ -78,6 +76,12 @@ func (b *bench) run(ctx context.Context) (rep *Report, err error) {
 	}
 	if err := b.mainPhase(ctx); err != nil {
 		return nil, err
+	}
+	if b.cfg.RoundTripCalls > 0 {
+		b.logf("counting database round trips per call (%d calls each)", b.cfg.RoundTripCalls)
+		if b.rep.RoundTrips, err = b.roundTrips(ctx, b.cfg.RoundTripCalls); err != nil {
+			return nil, fmt.Errorf("round trips: %w", err)
+		}
 	}
 	if b.cfg.ProfileDir != "" {
 		if err := b.profile(ctx); err != nil {
@@ -219,9 +223,6 @@ func (b *bench) cleanup() error {
 	}
 	if b.st != nil {
 		b.st.Close()
-	}
-	if b.stMulti != nil {
-		b.stMulti.Close()
 	}
 	if b.admin != nil {
 		if b.pdb != nil && !b.cfg.KeepDB {

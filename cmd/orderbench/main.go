@@ -62,9 +62,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // machine load and table sizes.
 var allScenarios = []string{scFlow, scRaw, scPlace, scRawPlace, scStorm, scNaive}
 
-// runOrder adds the experiments that run only when -scenarios names them.
-var runOrder = []string{scFlow, scRaw, scRawBatch, scPlace, scRawPlace, scStorm, scNaive}
-
 const (
 	scFlow     = "flow"
 	scRaw      = "raw"
@@ -72,16 +69,12 @@ const (
 	scRawPlace = "raw-place"
 	scStorm    = "storm"
 	scNaive    = "naive"
-	// An experiment, a variant of raw that measures a proposed change of
-	// orderd's SQL: the UPDATE and three INSERTs sent as one
-	// multi-statement round trip (raw-batch).
-	scRawBatch = "raw-batch"
 )
 
 // isFloor reports whether a scenario runs without orderd.
 func isFloor(sc string) bool {
 	switch sc {
-	case scRaw, scRawPlace, scRawBatch, scNaive:
+	case scRaw, scRawPlace, scNaive:
 		return true
 	}
 	return false
@@ -112,6 +105,7 @@ type config struct {
 	ProfileDir     string
 	BufferPool     string
 	FloorTokenCap  int
+	RoundTripCalls int
 }
 
 func parseConfig(args []string, out io.Writer) (*config, error) {
@@ -133,7 +127,8 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	fs.IntVar(&c.Products, "products", 1000, "products seeded (with stock that never runs out)")
 	fs.IntVar(&c.Conns, "conns", 1, "gRPC client connections shared by the callers")
 	fs.IntVar(&c.StormCallers, "storm-callers", 8, "concurrent callers per token in storm (and per key in naive)")
-	fs.StringVar(&scen, "scenarios", strings.Join(allScenarios, ","), "scenarios to run, comma-separated; the experiment raw-batch runs only when named")
+	fs.StringVar(&scen, "scenarios", strings.Join(allScenarios, ","), "scenarios to run, comma-separated")
+	fs.IntVar(&c.RoundTripCalls, "round-trip-calls", 200, "calls, one at a time, of each kind whose database round trips are counted on the wire (0: skip)")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON instead of Markdown")
 	fs.StringVar(&c.OrderdBin, "orderd", "", "orderd binary to run (default: go build ./cmd/orderd into a temporary directory)")
 	fs.StringVar(&c.OrderdLogLevel, "orderd-log-level", "info", "orderd's -log-level (its log goes to a file in the temporary directory)")
@@ -174,11 +169,11 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 			continue
 		}
 		known := false
-		for _, s := range runOrder {
+		for _, s := range allScenarios {
 			known = known || s == f
 		}
 		if !known {
-			return nil, fmt.Errorf("-scenarios: unknown scenario %q (known: %s)", f, strings.Join(runOrder, ", "))
+			return nil, fmt.Errorf("-scenarios: unknown scenario %q (known: %s)", f, strings.Join(allScenarios, ", "))
 		}
 		c.Scenarios = append(c.Scenarios, f)
 	}

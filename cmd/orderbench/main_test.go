@@ -31,7 +31,7 @@ func TestRunQuick(t *testing.T) {
 
 	var stdout, stderr bytes.Buffer
 	args := []string{"-quick", "-c", "1,2", "-d", "300ms", "-warmup", "100ms", "-growth=false", "-products", "50",
-		"-json", "-dsn", dsn, "-orderd", bin, "-orderd-log-level", "warn"}
+		"-json", "-dsn", dsn, "-orderd", bin, "-orderd-log-level", "warn", "-round-trip-calls", "20"}
 	if err := run(ctx, args, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
 	}
@@ -75,6 +75,14 @@ func TestRunQuick(t *testing.T) {
 				t.Errorf("%s c%d: no ratio to its SQL floor", sc, c)
 			}
 		}
+	}
+	// The round trips BENCHMARKS.md explains, counted on the wire: a new
+	// order is BEGIN, DELETE token, SELECT … FOR UPDATE, the writes as one
+	// multi-statement query, COMMIT; a replay is BEGIN, DELETE (nothing),
+	// SELECT outcome, COMMIT.
+	wantRT := RoundTrips{Calls: 20, IssueToken: 1, PlaceOrder: 5, Replay: 4, FloorIssue: 1, FloorPlace: 5}
+	if rep.RoundTrips == nil || *rep.RoundTrips != wantRT {
+		t.Errorf("round trips per call = %+v, want %+v", rep.RoundTrips, wantRT)
 	}
 	if !slices.ContainsFunc(rep.Targets, func(tg Target) bool { return strings.HasPrefix(tg.Name, "storm") && tg.Met }) {
 		t.Errorf("targets do not show the storm met: %+v", rep.Targets)

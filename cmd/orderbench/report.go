@@ -19,9 +19,11 @@ type Report struct {
 	Settings Settings  `json:"settings"`
 	Results  []*Result `json:"results"`
 	Profile  *Profile  `json:"profile,omitempty"`
-	Growth   *Growth   `json:"growth,omitempty"`
-	Targets  []Target  `json:"targets"`
-	Notes    []string  `json:"notes,omitempty"`
+	// RoundTrips is nil when -round-trip-calls is 0.
+	RoundTrips *RoundTrips `json:"round_trips,omitempty"`
+	Growth     *Growth     `json:"growth,omitempty"`
+	Targets    []Target    `json:"targets"`
+	Notes      []string    `json:"notes,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -296,7 +298,7 @@ func writeMarkdown(w io.Writer, r *Report) error {
 	}
 	b.WriteString("\nops/s: orders per second (storm: tokens, naive: request keys); `*`: the pre-issued tokens ran out and the window was shortened. " +
 		"Latency: the whole op (flow and raw: token and order; storm and naive: each caller's call). " +
-		"thr / p99 / floor: flow vs raw, place vs raw-place at the same concurrency (experiment raw-batch: vs raw). " +
+		"thr / p99 / floor: flow vs raw, place vs raw-place at the same concurrency. " +
 		"DB stmts/op: delta of the server's `Questions` per successful op, warm-up included. " +
 		"CPU s/1k: CPU seconds per 1,000 ops (utime+stime from /proc); other procs: cores used by processes other than orderd, the database and orderbench.\n")
 
@@ -317,6 +319,13 @@ func writeMarkdown(w io.Writer, r *Report) error {
 			}
 			fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", x.Scenario, x.Concurrency, opt(x.StatementsPerOp, 2), strings.Join(parts, ", "))
 		}
+	}
+
+	if t := r.RoundTrips; t != nil {
+		fmt.Fprintf(&b, "\n### Database round trips per call (counted on the wire, %d calls each, one at a time)\n\n"+
+			"| call | orderd | floor |\n|---|--:|--:|\n"+
+			"| IssueToken / token INSERT | %.2f | %.2f |\n| PlaceOrder (new order) / placement transaction | %.2f | %.2f |\n| PlaceOrder replay (same token again) | %.2f | – |\n",
+			t.Calls, t.IssueToken, t.FloorIssue, t.PlaceOrder, t.FloorPlace, t.Replay)
 	}
 
 	if p := r.Profile; p != nil {

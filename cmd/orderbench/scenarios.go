@@ -33,7 +33,7 @@ const callTimeout = 30 * time.Second
 func (b *bench) mainPhase(ctx context.Context) error {
 	for _, c := range b.cfg.Concurrency {
 		byName := map[string]*Result{}
-		for _, sc := range runOrder {
+		for _, sc := range allScenarios {
 			if !b.cfg.runs(sc) {
 				continue
 			}
@@ -46,8 +46,6 @@ func (b *bench) mainPhase(ctx context.Context) error {
 		}
 		compare(byName[scFlow], byName[scRaw])
 		compare(byName[scPlace], byName[scRawPlace])
-		// The experiment is compared with the floor it varies.
-		compare(byName[scRawBatch], byName[scRaw])
 	}
 	return nil
 }
@@ -80,14 +78,8 @@ func (b *bench) scenario(ctx context.Context, sc string, c int, done map[string]
 	switch sc {
 	case scFlow:
 		return b.measure(ctx, sc, c, c, b.flowOp)
-	case scRaw, scRawBatch:
-		v := b.floorVariant(sc)
-		if v.batch {
-			if err := b.openMulti(ctx); err != nil {
-				return nil, err
-			}
-		}
-		return b.measure(ctx, sc, c, c, b.rawOp(v))
+	case scRaw:
+		return b.measure(ctx, sc, c, c, b.rawOp(b.db))
 	case scPlace, scRawPlace:
 		// Placing alone is faster than the flow: room for 3x its rate.
 		rate := rateOf(scFlow, scRaw)
@@ -100,7 +92,7 @@ func (b *bench) scenario(ctx context.Context, sc string, c int, done map[string]
 		}
 		fn := b.placeOp(pool)
 		if sc == scRawPlace {
-			fn = b.rawPlaceOp(pool)
+			fn = b.rawPlaceOp(b.db, pool)
 		}
 		r, err := b.measure(ctx, sc, c, c, fn)
 		if err != nil {
@@ -437,36 +429,22 @@ WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM tokens WHERE customer_id = ? AND expi
 	sqlInsertOutcome = `INSERT INTO outcomes (token_hash, customer_id, request_hash, order_id, rejection, body, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`
 )
 
-// floorSQL is a variant of the floor: orderd's statements (raw), or one of
-// the experiments that measure a proposed change of orderd's SQL.
-type floorSQL struct {
-	// consume is the token DELETE.
-	consume string
-	// batch sends the UPDATE and the three INSERTs as one multi-statement
-	// round trip (needs the multiStatements pool).
-	batch bool
-}
-
-func (b *bench) floorVariant(sc string) floorSQL {
-	return floorSQL{consume: sqlConsumeToken, batch: sc == scRawBatch}
-}
-
-// sqlWriteOrder is the UPDATE and the three INSERTs of the placement as
-// one multi-statement round trip.
+// sqlWriteOrder is the UPDATE and the three INSERTs of the placement,
+// sent as one multi-statement round trip (store.Open enables them).
 const sqlWriteOrder = sqlReserveStock + "; " + sqlInsertOrder + "; " + sqlInsertLines + "; " + sqlInsertOutcome
 
 // rawOp is the floor of flow: the token INSERT, then the placement
 // transaction, from this process with orderd's DSN parameters and pool.
-func (b *bench) rawOp(v floorSQL) op {
+func (b *bench) rawOp(db *sql.DB) op {
 	return func(ctx context.Context, w *worker) error {
 		t := newToken()
 		hash := store.HashToken(t)
 		cust := customer(w.rng)
-		if err := b.rawIssue(ctx, b.pool(v), hash, cust); err != nil {
+		if err := b.rawIssue(ctx, db, hash, cust); err != nil {
 			return err
 		}
 		x, y := b.items(w.rng)
-		return b.rawPlace(ctx, v, hash, cust, x, y)
+		return b.rawPlace(ctx, db, hash, cust, x, y)
 	}
 }
 
@@ -491,7 +469,7 @@ func (b *bench) rawIssue(ctx context.Context, db *sql.DB, hash []byte, cust stri
 
 // rawPlaceOp is the floor of place: the placement transaction alone, with
 // a pre-issued token.
-func (b *bench) rawPlaceOp(p *tokenPool) op {
+func (b *bench) rawPlaceOp(db *sql.DB, p *tokenPool) op {
 	return func(ctx context.Context, w *worker) error {
 		t, ok := p.take()
 		if !ok {
@@ -500,15 +478,8 @@ func (b *bench) rawPlaceOp(p *tokenPool) op {
 		// orderd hashes the token it receives.
 		hash := store.HashToken(t.token)
 		x, y := b.items(w.rng)
-		return b.rawPlace(ctx, b.floorVariant(scRaw), hash, t.customer, x, y)
+		return b.rawPlace(ctx, db, hash, t.customer, x, y)
 	}
-}
-
-func (b *bench) pool(v floorSQL) *sql.DB {
-	if v.batch {
-		return b.dbMulti
-	}
-	return b.db
 }
 
 // rawBody is the stored outcome's JSON, as orderd writes it.
@@ -518,10 +489,10 @@ type rawBody struct {
 
 // rawPlace runs orderd's placement transaction for two SKUs (x < y),
 // rerun on deadlock or lock wait timeout like orderd's.
-func (b *bench) rawPlace(ctx context.Context, v floorSQL, hash []byte, cust, x, y string) error {
+func (b *bench) rawPlace(ctx context.Context, db *sql.DB, hash []byte, cust, x, y string) error {
 	fp := fingerprint(cust, x, y)
 	for attempt := 1; ; attempt++ {
-		err := b.rawPlaceTx(ctx, v, hash, fp, cust, x, y)
+		err := b.rawPlaceTx(ctx, db, hash, fp, cust, x, y)
 		var me *mysql.MySQLError
 		if err == nil || attempt >= 4 || !errors.As(err, &me) || (me.Number != 1213 && me.Number != 1205) {
 			return err
@@ -531,16 +502,16 @@ func (b *bench) rawPlace(ctx context.Context, v floorSQL, hash []byte, cust, x, 
 	}
 }
 
-func (b *bench) rawPlaceTx(ctx context.Context, v floorSQL, hash, fp []byte, cust, x, y string) error {
+func (b *bench) rawPlaceTx(ctx context.Context, db *sql.DB, hash, fp []byte, cust, x, y string) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	tx, err := b.pool(v).BeginTx(ctx, nil)
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	res, err := tx.ExecContext(ctx, v.consume, hash, cust, now)
+	res, err := tx.ExecContext(ctx, sqlConsumeToken, hash, cust, now)
 	if err != nil {
 		return err
 	}
@@ -561,41 +532,11 @@ func (b *bench) rawPlaceTx(ctx context.Context, v floorSQL, hash, fp []byte, cus
 	insLines := []any{order.ID, 1, l1.SKU, l1.Quantity, l1.UnitPriceMinor, l1.LineTotalMinor,
 		order.ID, 2, l2.SKU, l2.Quantity, l2.UnitPriceMinor, l2.LineTotalMinor}
 	insOutcome := []any{hash, cust, fp, order.ID, nil, body, now}
-	if v.batch {
-		args := slices.Concat(reserve, insOrder, insLines, insOutcome)
-		if _, err := tx.ExecContext(ctx, sqlWriteOrder, args...); err != nil {
-			return err
-		}
-		return tx.Commit()
-	}
-	for _, st := range []struct {
-		q    string
-		args []any
-	}{{sqlReserveStock, reserve}, {sqlInsertOrder, insOrder}, {sqlInsertLines, insLines}, {sqlInsertOutcome, insOutcome}} {
-		if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
-			return err
-		}
+	args := slices.Concat(reserve, insOrder, insLines, insOutcome)
+	if _, err := tx.ExecContext(ctx, sqlWriteOrder, args...); err != nil {
+		return err
 	}
 	return tx.Commit()
-}
-
-// openMulti opens the pool of the batch experiments: orderd's DSN
-// parameters plus multiStatements.
-func (b *bench) openMulti(ctx context.Context) error {
-	if b.dbMulti != nil {
-		return nil
-	}
-	cfg, err := mysql.ParseDSN(b.dsn)
-	if err != nil {
-		return err
-	}
-	cfg.MultiStatements = true
-	st, err := store.Open(ctx, cfg.FormatDSN(), store.Options{})
-	if err != nil {
-		return err
-	}
-	b.stMulti, b.dbMulti = st, st.DB()
-	return nil
 }
 
 // lockProducts locks and reads the two products (x < y) like orderd and
