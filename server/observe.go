@@ -53,6 +53,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"limit"}),
 	}
 	reg.MustRegister(m.grpc, m.tokensIssued, m.ordersPlaced, m.replayed, m.placeErrors, m.txRetries, m.janitorDeleted, m.tokenLimits)
+	m.janitorDeleted.WithLabelValues("tokens") // 0 until the first batch, which may take a while
+	m.janitorDeleted.WithLabelValues("outcomes")
 	m.tokenLimits.WithLabelValues("rate")
 	m.tokenLimits.WithLabelValues("outstanding")
 	for _, r := range []string{"OUT_OF_STOCK", "TOKEN_NOT_FOUND", "TOKEN_EXPIRED", "TOKEN_REUSED_WITH_DIFFERENT_REQUEST"} {
@@ -111,7 +113,8 @@ func (m *Metrics) TxRetry(cause string) {
 	}
 }
 
-// Purged counts what the janitor deleted; pass it as JanitorOptions.OnPurge.
+// Purged counts what the janitor deleted; pass it as JanitorOptions.OnPurge,
+// which reports every batch, so the counter moves while a backlog is purged.
 func (m *Metrics) Purged(r store.PurgeResult) {
 	if m != nil {
 		m.janitorDeleted.WithLabelValues("tokens").Add(float64(r.Tokens))

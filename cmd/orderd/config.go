@@ -27,6 +27,7 @@ type config struct {
 	OutcomeRetention     time.Duration
 	JanitorInterval      time.Duration
 	JanitorBatch         int
+	JanitorRate          float64
 	TxAttempts           int
 	LockWait             time.Duration
 	DBMaxOpen            int
@@ -73,6 +74,7 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	fs.DurationVar(&c.OutcomeRetention, "outcome-retention", 30*24*time.Hour, "keep stored outcomes (replays) this long")
 	fs.DurationVar(&c.JanitorInterval, "janitor-interval", time.Minute, "how often the janitor purges expired tokens and old outcomes (0: off)")
 	fs.IntVar(&c.JanitorBatch, "janitor-batch", 1000, "rows per janitor DELETE")
+	fs.Float64Var(&c.JanitorRate, "janitor-rate", 2000, "rows per second each replica's janitor deletes at most, pausing between batches (0: back to back)")
 	fs.IntVar(&c.TxAttempts, "tx-attempts", 4, "attempts of a transaction hit by deadlocks or lock wait timeouts before ABORTED")
 	fs.DurationVar(&c.LockWait, "lock-wait", 5*time.Second, "longest wait for one row lock (innodb_lock_wait_timeout, whole seconds)")
 	fs.IntVar(&c.DBMaxOpen, "db-max-open", 32, "maximum open database connections")
@@ -157,6 +159,9 @@ func (c *config) validate() error {
 	}
 	if c.JanitorBatch < 1 {
 		bad("janitor-batch", "must be at least 1")
+	}
+	if !(c.JanitorRate >= 0) {
+		bad("janitor-rate", "must not be negative (0: unpaced)")
 	}
 	if c.TxAttempts < 1 {
 		bad("tx-attempts", "must be at least 1")

@@ -19,12 +19,33 @@ func TestConfigEnvironmentAndFlags(t *testing.T) {
 		"ORDERD_GRPC_ADDR": "0.0.0.0:6000",
 		// Plaintext off loopback must be asked for.
 		"ORDERD_INSECURE_PLAINTEXT": "true",
+		"ORDERD_JANITOR_RATE":       "0", // unpaced
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.MySQLDSN != dsn || c.TokenTTL != 2*time.Hour || c.GRPCAddr != "0.0.0.0:6000" || c.MetricsAddr != "127.0.0.1:9090" || !c.InsecurePlaintext {
+	if c.MySQLDSN != dsn || c.TokenTTL != 2*time.Hour || c.GRPCAddr != "0.0.0.0:6000" || c.MetricsAddr != "127.0.0.1:9090" || !c.InsecurePlaintext || c.JanitorRate != 0 {
 		t.Errorf("config = %+v", c)
+	}
+}
+
+func TestConfigJanitorRate(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want float64
+	}{
+		{nil, nil, 2000}, // the default
+		{[]string{"-janitor-rate=500"}, nil, 500},
+		{nil, map[string]string{"ORDERD_JANITOR_RATE": "0"}, 0},
+		{[]string{"-janitor-rate=0.5"}, map[string]string{"ORDERD_JANITOR_RATE": "100"}, 0.5}, // the flag wins
+	} {
+		c, err := parseConfig("orderd", append([]string{"-mysql-dsn=u@tcp(h:1)/d"}, tc.args...), env(tc.env), io.Discard)
+		if err != nil {
+			t.Errorf("parseConfig(%q, env %v): %v", tc.args, tc.env, err)
+		} else if c.JanitorRate != tc.want {
+			t.Errorf("parseConfig(%q, env %v): rate %v, want %v", tc.args, tc.env, c.JanitorRate, tc.want)
+		}
 	}
 }
 
@@ -52,6 +73,9 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{"policy without identities", []string{"-mysql-dsn=u@tcp(h:1)/d", "-policy-file=p.json"}, nil, "-policy-file"},
 		{"negative rate", []string{"-mysql-dsn=u@tcp(h:1)/d", "-issue-token-rate=-1"}, nil, "-issue-token-rate"},
 		{"no burst", []string{"-mysql-dsn=u@tcp(h:1)/d", "-issue-token-burst=0"}, nil, "-issue-token-burst"},
+		{"negative janitor rate", []string{"-mysql-dsn=u@tcp(h:1)/d", "-janitor-rate=-1"}, nil, "-janitor-rate"},
+		{"negative janitor rate in the environment", nil, map[string]string{"ORDERD_MYSQL_DSN": "u@tcp(h:1)/d", "ORDERD_JANITOR_RATE": "-100"}, "ORDERD_JANITOR_RATE"},
+		{"NaN janitor rate", []string{"-mysql-dsn=u@tcp(h:1)/d", "-janitor-rate=NaN"}, nil, "-janitor-rate"},
 		{"negative cap", nil, map[string]string{"ORDERD_MYSQL_DSN": "u@tcp(h:1)/d", "ORDERD_MAX_OUTSTANDING_TOKENS": "-3"}, "ORDERD_MAX_OUTSTANDING_TOKENS"},
 		{"bad boolean in the environment", nil, map[string]string{"ORDERD_MYSQL_DSN": "u@tcp(h:1)/d", "ORDERD_INSECURE_PLAINTEXT": "maybe"}, "ORDERD_INSECURE_PLAINTEXT"},
 	}

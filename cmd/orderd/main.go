@@ -205,7 +205,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	wg.Go(func() { srv.WatchDatabase(bg) })
 	wg.Go(func() {
 		server.RunJanitor(bg, st, server.JanitorOptions{
-			Interval: cfg.JanitorInterval, Batch: cfg.JanitorBatch,
+			Interval: cfg.JanitorInterval, Batch: cfg.JanitorBatch, RowsPerSecond: cfg.JanitorRate,
 			TokenGrace: cfg.ExpiredTokenGrace, OutcomeRetention: cfg.OutcomeRetention,
 			OnPurge: metrics.Purged,
 		}, log)
