@@ -8,13 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
 	"buf.build/go/protovalidate"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	pvmw "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
@@ -131,34 +129,13 @@ func New(st Store, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("protovalidate: %w", err)
 	}
 	log := opts.Logger
-	// Health checks and reflection are logged at debug level only.
-	infra := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
-		return c.Service == healthpb.Health_ServiceDesc.ServiceName || strings.HasPrefix(c.Service, "grpc.reflection.")
-	})
-	api := selector.MatchFunc(func(ctx context.Context, c interceptors.CallMeta) bool { return !infra.Match(ctx, c) })
-	logOpts := []logging.Option{
-		logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithFieldsFromContextAndCallMeta(logFields),
-		logging.WithLevels(func(c codes.Code) logging.Level {
-			switch c {
-			case codes.Internal, codes.Unknown, codes.DataLoss:
-				return logging.LevelError
-			case codes.Unavailable, codes.Aborted:
-				return logging.LevelWarn
-			}
-			return logging.LevelInfo
-		}),
-	}
-	debugOpts := append(logOpts[:len(logOpts):len(logOpts)], logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }))
+	api := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool { return !infraService(c.Service) })
 	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
 		return statusFor(errInternal).Err()
 	})
-	unary := []grpc.UnaryServerInterceptor{
-		notesInterceptor,
-		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), api),
-		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), debugOpts...), infra),
-	}
+	calls := callLog{log: log}
+	unary := []grpc.UnaryServerInterceptor{calls.unary}
 	unary = append(unary, opts.Metrics.unary()...)
 	unary = append(unary,
 		recovery.UnaryServerInterceptor(recoveryOpt),
@@ -168,10 +145,7 @@ func New(st Store, opts Options) (*Server, error) {
 		unary = append(unary, selector.UnaryServerInterceptor(opts.Auth.unary(), api))
 	}
 	unary = append(unary, rejectMalformed, pvmw.UnaryServerInterceptor(validator))
-	stream := []grpc.StreamServerInterceptor{
-		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), api),
-		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), debugOpts...), infra),
-	}
+	stream := []grpc.StreamServerInterceptor{calls.stream}
 	stream = append(stream, opts.Metrics.stream()...)
 	stream = append(stream, recovery.StreamServerInterceptor(recoveryOpt))
 	if opts.Auth != nil {
@@ -217,13 +191,6 @@ func New(st Store, opts Options) (*Server, error) {
 	s := &Server{grpc: gs, health: hs, store: st, opts: opts, stopping: stopping}
 	s.setServing(true)
 	return s, nil
-}
-
-// slogAdapter lets go-grpc-middleware's logging interceptor write to slog.
-func slogAdapter(l *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
 }
 
 // errorInterceptor answers every handler error with a status from the error

@@ -1,16 +1,11 @@
 package server
 
 import (
-	"context"
 	"encoding/hex"
-	"sync"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/orderd/orderd/store"
 )
@@ -120,50 +115,6 @@ func (m *Metrics) Purged(r store.PurgeResult) {
 		m.janitorDeleted.WithLabelValues("tokens").Add(float64(r.Tokens))
 		m.janitorDeleted.WithLabelValues("outcomes").Add(float64(r.Outcomes))
 	}
-}
-
-// callNotes collects fields for a call's log line from interceptors that run
-// inside the logging interceptor (which reads its fields from the outer
-// context when the call finishes).
-type callNotes struct {
-	mu     sync.Mutex
-	fields logging.Fields
-}
-
-type notesKey struct{}
-
-func notesInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return handler(context.WithValue(ctx, notesKey{}, &callNotes{}), req)
-}
-
-// note adds key/value fields to the call's log line.
-func note(ctx context.Context, kv ...any) {
-	if n, ok := ctx.Value(notesKey{}).(*callNotes); ok {
-		n.mu.Lock()
-		n.fields = append(n.fields, kv...)
-		n.mu.Unlock()
-	}
-}
-
-// logFields are the extra fields of a call's log line: the client's retry
-// attempt (grpc-go's grpc-previous-rpc-attempts, go-grpc-middleware's
-// x-retry-attempt) and the notes.
-func logFields(ctx context.Context, _ interceptors.CallMeta) logging.Fields {
-	var f logging.Fields
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		for _, k := range []string{"grpc-previous-rpc-attempts", "x-retry-attempt"} {
-			if v := md.Get(k); len(v) > 0 {
-				f = append(f, "retry.attempt", v[0])
-				break
-			}
-		}
-	}
-	if n, ok := ctx.Value(notesKey{}).(*callNotes); ok {
-		n.mu.Lock()
-		f = append(f, n.fields...)
-		n.mu.Unlock()
-	}
-	return f
 }
 
 // tokenRef is how a token appears in logs: never the token, only a short
