@@ -115,27 +115,27 @@ type Result struct {
 // Growth is the growth phase: flow on the grown tables, then with the
 // janitor purging the expired tokens.
 type Growth struct {
-	Concurrency               int              `json:"concurrency"`
-	Orders                    int              `json:"orders"`
-	Tokens                    int              `json:"expired_tokens"`
-	FillSec                   float64          `json:"fill_sec"`
-	DirtyPagesAfterFill       int64            `json:"dirty_pages_after_fill"`
-	SettleSec                 float64          `json:"flush_wait_sec"`
-	RowsBefore                map[string]int64 `json:"rows_before"`
-	RowsAfter                 map[string]int64 `json:"rows_after"`
-	Empty                     *Result          `json:"empty"`
-	Grown                     *Result          `json:"grown"`
-	GrownThroughputRatio      *float64         `json:"grown_throughput_ratio"`
-	GrownP99Ratio             *float64         `json:"grown_p99_ratio"`
-	Janitor                   *Result          `json:"janitor"`
-	JanitorThroughputRatio    *float64         `json:"janitor_throughput_ratio"`
-	JanitorP99Ratio           *float64         `json:"janitor_p99_ratio"`
-	ExpiredBefore             int64            `json:"expired_tokens_before"`
-	ExpiredAfter              int64            `json:"expired_tokens_after_run"`
-	JanitorDeletedMetric      float64          `json:"janitor_deleted_metric_after_run"`
-	ExpiredAfterWait          int64            `json:"expired_tokens_after_wait"`
-	PurgeDoneAfterRunSec      float64          `json:"purge_wait_after_run_sec"`
-	JanitorDeletedMetricFinal float64          `json:"janitor_deleted_metric_final"`
+	Concurrency            int              `json:"concurrency"`
+	Orders                 int              `json:"orders"`
+	Tokens                 int              `json:"expired_tokens"`
+	FillSec                float64          `json:"fill_sec"`
+	DirtyPagesAfterFill    int64            `json:"dirty_pages_after_fill"`
+	SettleSec              float64          `json:"flush_wait_sec"`
+	RowsBefore             map[string]int64 `json:"rows_before"`
+	RowsAfter              map[string]int64 `json:"rows_after"`
+	Empty                  *Result          `json:"empty"`
+	Grown                  *Result          `json:"grown"`
+	GrownThroughputRatio   *float64         `json:"grown_throughput_ratio"`
+	GrownP99Ratio          *float64         `json:"grown_p99_ratio"`
+	Janitor                *Result          `json:"janitor"`
+	JanitorThroughputRatio *float64         `json:"janitor_throughput_ratio"`
+	JanitorP99Ratio        *float64         `json:"janitor_p99_ratio"`
+	ExpiredBefore          int64            `json:"expired_tokens_before"`
+	ExpiredAfter           int64            `json:"expired_tokens_after_run"`
+	JanitorDeletedMetric   float64          `json:"janitor_deleted_metric_after_run"`
+	// PurgeRowsPerSec is the janitor's pace: expired tokens purged from
+	// orderd's start to the end of the run, per second.
+	PurgeRowsPerSec float64 `json:"purge_rows_per_sec"`
 }
 
 // Profile is where the profiles of orderd under flow were written.
@@ -345,10 +345,10 @@ func writeMarkdown(w io.Writer, r *Report) error {
 			}
 		}
 		fmt.Fprintf(&b, "\n- Grown vs small tables: throughput ×%s, p99 ×%s.\n", opt(g.GrownThroughputRatio, 2), opt(g.GrownP99Ratio, 2))
-		fmt.Fprintf(&b, "- With the janitor (-janitor-interval=1s -janitor-batch=1000 -expired-token-grace=0) vs without: throughput ×%s, p99 ×%s.\n",
+		fmt.Fprintf(&b, "- With the janitor (-janitor-interval=1s -janitor-batch=1000 -expired-token-grace=0, default -janitor-rate) vs without: throughput ×%s, p99 ×%s.\n",
 			opt(g.JanitorThroughputRatio, 2), opt(g.JanitorP99Ratio, 2))
-		fmt.Fprintf(&b, "- Expired tokens: %d before the janitor run, %d after it (%d purged during the run); orderd_janitor_deleted_total{table=\"tokens\"} = %.0f at the end of the run, %.0f after %d left (%.0f s later).\n",
-			g.ExpiredBefore, g.ExpiredAfter, g.ExpiredBefore-g.ExpiredAfter, g.JanitorDeletedMetric, g.JanitorDeletedMetricFinal, g.ExpiredAfterWait, g.PurgeDoneAfterRunSec)
+		fmt.Fprintf(&b, "- Expired tokens: %d before the janitor run, %d after it (%d purged, %.0f rows/s); orderd_janitor_deleted_total{table=\"tokens\"} = %.0f at the end of the run.\n",
+			g.ExpiredBefore, g.ExpiredAfter, g.ExpiredBefore-g.ExpiredAfter, g.PurgeRowsPerSec, g.JanitorDeletedMetric)
 	}
 
 	if len(r.Targets) > 0 {
