@@ -62,3 +62,52 @@ func TestDeadlinesStayDeadlines(t *testing.T) {
 		t.Error("the token was consumed by a call that never ran")
 	}
 }
+
+// TestFailedPlacementLeavesNoOpenTransaction runs on a pool of one
+// connection: a placement that fails after consuming its token (an
+// unknown product, a deadline while waiting for a lock) must leave that
+// connection without an open transaction, or the next call's START
+// TRANSACTION would commit the consumed token implicitly.
+func TestFailedPlacementLeavesNoOpenTransaction(t *testing.T) {
+	e := newEnv(t, store.Options{MaxOpenConns: 1, MaxIdleConns: 1})
+	e.put(t, product("A", 100, "EUR", 10))
+	ctx := t.Context()
+
+	unknown := e.issue(t, "alice")
+	_, err := e.s.PlaceOrder(ctx, store.PlaceRequest{Token: unknown.Token, CustomerID: "alice",
+		Items: []store.Item{{SKU: "A", Quantity: 1}, {SKU: "missing", Quantity: 1}}})
+	if !errors.Is(err, store.ErrProductNotFound) {
+		t.Fatalf("PlaceOrder with an unknown product: %v, want ErrProductNotFound", err)
+	}
+
+	// Another connection locks the product, so the next placement waits
+	// inside its transaction until its deadline.
+	locker, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := locker.ExecContext(ctx, "SELECT stock FROM products WHERE sku = 'A' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	timedOut := e.issue(t, "alice")
+	dctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = e.s.PlaceOrder(dctx, store.PlaceRequest{Token: timedOut.Token, CustomerID: "alice", Items: []store.Item{{SKU: "A", Quantity: 1}}})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("PlaceOrder while the product is locked: %v, want DeadlineExceeded", err)
+	}
+	if err := locker.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The same single connection places the next order and commits.
+	e.placeOrder(t, store.PlaceRequest{Token: e.issue(t, "alice").Token, CustomerID: "alice", Items: []store.Item{{SKU: "A", Quantity: 1}}})
+	for name, tok := range map[string]string{"unknown product": unknown.Token, "deadline": timedOut.Token} {
+		if n := e.tokenRows(t, tok); n != 1 {
+			t.Errorf("%s: token rows = %d, want 1 (the failed placement's DELETE was committed)", name, n)
+		}
+	}
+	if got := e.stock(t, "A"); got != 9 {
+		t.Errorf("stock of A = %d, want 9", got)
+	}
+}

@@ -52,7 +52,7 @@ func (s *Store) PlaceOrder(ctx context.Context, req PlaceRequest) (*Outcome, err
 	slices.SortFunc(items, func(a, b Item) int { return strings.Compare(a.SKU, b.SKU) })
 
 	var out *Outcome
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *tx) error {
 		now := s.opts.Now().UTC().Truncate(time.Microsecond)
 		// At most twice: the second DELETE runs only after priorOutcome
 		// found the token live under its lock, so it deletes it.
@@ -79,7 +79,7 @@ func (s *Store) PlaceOrder(ctx context.Context, req PlaceRequest) (*Outcome, err
 	if mysqlErrNumber(err) == erDupEntry {
 		// The UNIQUE keys on the token hash caught a second outcome for
 		// one token: whatever raced us committed first, so replay it.
-		err = s.inTx(ctx, func(tx *sql.Tx) error {
+		err = s.inTx(ctx, func(tx *tx) error {
 			out, err = priorOutcome(ctx, tx, hash, req.CustomerID, fp, s.opts.Now().UTC())
 			return err
 		})
@@ -100,7 +100,7 @@ const (
 
 // execute runs the placement for a token this transaction has consumed.
 // items are sorted by SKU.
-func execute(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID string, items []Item, now time.Time) (*Outcome, error) {
+func execute(ctx context.Context, tx *tx, hash, fp []byte, customerID string, items []Item, now time.Time) (*Outcome, error) {
 	args := make([]any, len(items))
 	for i, it := range items {
 		args[i] = it.SKU
@@ -157,12 +157,12 @@ func execute(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID string
 	}
 
 	// The rest depends only on what the locking read returned, so it
-	// travels as one multi-statement round trip (store.Open enables them):
-	// one UPDATE for every line's stock (the rows are locked and were
-	// checked above), the order, its lines and the outcome. The server
-	// stops at the first failing statement and returns its error, so a
-	// duplicate key (1062) still reaches the replay path, and the caller's
-	// rollback undoes the statements before it.
+	// travels as one multi-statement round trip with the COMMIT: one
+	// UPDATE for every line's stock (the rows are locked and were checked
+	// above), the order, its lines and the outcome. The server stops at the
+	// first failing statement and returns its error, so a duplicate key
+	// (1062) still reaches the replay path, nothing is committed, and
+	// inTx's rollback undoes the statements before it.
 	var q strings.Builder
 	wargs := make([]any, 0, 9*len(items)+14) // 3 per line in the UPDATE, 6 per line, 7 + 7
 	q.WriteString("UPDATE products SET stock = CASE sku")
@@ -185,7 +185,7 @@ func execute(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID string
 	}
 	q.WriteString("; " + insertOutcome)
 	wargs = append(wargs, oargs...)
-	if _, err := tx.ExecContext(ctx, q.String(), wargs...); err != nil {
+	if err := tx.ExecCommit(ctx, q.String(), wargs...); err != nil {
 		return nil, fmt.Errorf("write order: %w", err)
 	}
 	return out, nil
@@ -205,13 +205,13 @@ type outcomeBody struct {
 	Metadata  map[string]string `json:"metadata,omitempty"`
 }
 
-// storeOutcome records a rejection as the token's outcome.
-func storeOutcome(ctx context.Context, tx *sql.Tx, hash, fp []byte, customerID string, out *Outcome, now time.Time) error {
+// storeOutcome records a rejection as the token's outcome and commits.
+func storeOutcome(ctx context.Context, tx *tx, hash, fp []byte, customerID string, out *Outcome, now time.Time) error {
 	args, err := outcomeArgs(hash, fp, customerID, out, now)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, insertOutcome, args...); err != nil {
+	if err := tx.ExecCommit(ctx, insertOutcome, args...); err != nil {
 		return fmt.Errorf("store outcome: %w", err)
 	}
 	return nil
@@ -262,7 +262,7 @@ var errTokenLive = errors.New("token is live")
 // heavy load duplicates were seen to get them while another caller was
 // placing the same token. If the row is then live and the customer's, the
 // owner rolled back: errTokenLive tells the caller to consume it.
-func priorOutcome(ctx context.Context, tx *sql.Tx, hash []byte, customerID string, fp []byte, now time.Time) (*Outcome, error) {
+func priorOutcome(ctx context.Context, tx *tx, hash []byte, customerID string, fp []byte, now time.Time) (*Outcome, error) {
 	out, found, err := readOutcome(ctx, tx, hash, customerID, fp)
 	if found || err != nil {
 		return out, err
@@ -271,7 +271,7 @@ func priorOutcome(ctx context.Context, tx *sql.Tx, hash []byte, customerID strin
 		owner  string
 		expire time.Time
 	)
-	err = tx.QueryRowContext(ctx, lockToken, hash).Scan(&owner, &expire)
+	err = tx.scanRow(ctx, lockToken, []any{hash}, &owner, &expire)
 	switch {
 	case errNoRows(err):
 		// Gone: an owner may have committed while we looked.
@@ -293,13 +293,13 @@ func priorOutcome(ctx context.Context, tx *sql.Tx, hash []byte, customerID strin
 // readOutcome reads the stored outcome of a token: found is false when
 // there is none; another customer's outcome is ErrTokenNotFound and another
 // request's ErrTokenReused.
-func readOutcome(ctx context.Context, tx *sql.Tx, hash []byte, customerID string, fp []byte) (out *Outcome, found bool, err error) {
+func readOutcome(ctx context.Context, tx *tx, hash []byte, customerID string, fp []byte) (out *Outcome, found bool, err error) {
 	var (
 		owner   string
 		reqHash []byte
 		raw     []byte
 	)
-	err = tx.QueryRowContext(ctx, selectOutcome, hash).Scan(&owner, &reqHash, &raw)
+	err = tx.scanRow(ctx, selectOutcome, []any{hash}, &owner, &reqHash, &raw)
 	switch {
 	case errNoRows(err):
 		return nil, false, nil

@@ -9,7 +9,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -166,50 +165,3 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes the connection pool.
 func (s *Store) Close() error { return s.db.Close() }
 
-// inTx runs fn in a transaction and commits it. Deadlocks and lock wait
-// timeouts roll back and rerun the whole transaction, with jittered backoff,
-// up to Options.TxAttempts times; then the error is ErrContention. fn must be
-// safe to rerun. A panic in fn rolls back and is re-raised.
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	for attempt := 1; ; attempt++ {
-		err := s.tryTx(ctx, fn)
-		cause := retryCause(err)
-		if cause == "" || attempt >= s.opts.TxAttempts || ctx.Err() != nil {
-			return classify(ctx, err)
-		}
-		s.opts.OnRetry(cause)
-		// Full jitter over an exponential ceiling: 5ms, 10ms, 20ms, …
-		ceiling := (5 * time.Millisecond) << (attempt - 1)
-		t := time.NewTimer(rand.N(ceiling) + time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return classify(ctx, err)
-		case <-t.C:
-		}
-	}
-}
-
-func (s *Store) tryTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			_ = tx.Rollback()
-			panic(p)
-		}
-		if err != nil {
-			// Explicit: a lock wait timeout rolls back only the statement.
-			_ = tx.Rollback()
-		}
-	}()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
-}
