@@ -26,11 +26,12 @@ type commitCutToxic struct {
 	fired atomic.Bool
 }
 
-// commitPacket is a MySQL COM_QUERY packet of the text "COMMIT": payload
-// length 7, any sequence number, command 0x03. database/sql's Commit sends
-// exactly this.
+// isCommitPacket reports whether a chunk is one whole MySQL COM_QUERY
+// packet (3-byte payload length, sequence number, command 0x03) whose text
+// ends with COMMIT: a bare COMMIT, or orderd's writes with the COMMIT
+// appended ("…; COMMIT", one round trip).
 func isCommitPacket(b []byte) bool {
-	return len(b) == 11 && b[0] == 7 && b[1] == 0 && b[2] == 0 && bytes.Equal(b[4:], []byte("\x03COMMIT"))
+	return len(b) > 5 && int(b[0])|int(b[1])<<8|int(b[2])<<16 == len(b)-4 && b[4] == 0x03 && bytes.HasSuffix(b, []byte("COMMIT"))
 }
 
 func (t *commitCutToxic) Pipe(stub *toxics.ToxicStub) {
