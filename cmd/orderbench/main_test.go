@@ -77,10 +77,10 @@ func TestRunQuick(t *testing.T) {
 		}
 	}
 	// The round trips BENCHMARKS.md explains, counted on the wire: a new
-	// order is BEGIN, DELETE token, SELECT … FOR UPDATE, the writes as one
-	// multi-statement query, COMMIT; a replay is BEGIN, DELETE (nothing),
+	// order is START TRANSACTION + DELETE token, SELECT … FOR UPDATE, the
+	// writes + COMMIT; a replay is START TRANSACTION + DELETE (nothing),
 	// SELECT outcome, COMMIT.
-	wantRT := RoundTrips{Calls: 20, IssueToken: 1, PlaceOrder: 5, Replay: 4, FloorIssue: 1, FloorPlace: 5}
+	wantRT := RoundTrips{Calls: 20, IssueToken: 1, PlaceOrder: 3, Replay: 3, FloorIssue: 1, FloorPlace: 3}
 	if rep.RoundTrips == nil || *rep.RoundTrips != wantRT {
 		t.Errorf("round trips per call = %+v, want %+v", rep.RoundTrips, wantRT)
 	}

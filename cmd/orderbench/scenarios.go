@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -429,9 +430,13 @@ WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM tokens WHERE customer_id = ? AND expi
 	sqlInsertOutcome = `INSERT INTO outcomes (token_hash, customer_id, request_hash, order_id, rejection, body, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`
 )
 
-// sqlWriteOrder is the UPDATE and the three INSERTs of the placement,
-// sent as one multi-statement round trip (store.Open enables them).
-const sqlWriteOrder = sqlReserveStock + "; " + sqlInsertOrder + "; " + sqlInsertLines + "; " + sqlInsertOutcome
+// The placement's three round trips (store/tx.go): START TRANSACTION with
+// the DELETE; the locking SELECT; the UPDATE and the three INSERTs with the
+// COMMIT (multi-statement queries, which store.Open enables).
+const (
+	sqlBeginConsume = "START TRANSACTION; " + sqlConsumeToken
+	sqlWriteCommit  = sqlReserveStock + "; " + sqlInsertOrder + "; " + sqlInsertLines + "; " + sqlInsertOutcome + "; COMMIT"
+)
 
 // rawOp is the floor of flow: the token INSERT, then the placement
 // transaction, from this process with orderd's DSN parameters and pool.
@@ -505,20 +510,30 @@ func (b *bench) rawPlace(ctx context.Context, db *sql.DB, hash []byte, cust, x, 
 func (b *bench) rawPlaceTx(ctx context.Context, db *sql.DB, hash, fp []byte, cust, x, y string) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	tx, err := db.BeginTx(ctx, nil)
+	// Like orderd's store: START TRANSACTION with the DELETE, COMMIT with
+	// the writes, ROLLBACK (or a discarded connection) on any failure.
+	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
+	defer conn.Close()
+	committed := false
+	defer func() {
+		if !committed {
+			if _, err := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+				conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}
+	}()
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	res, err := tx.ExecContext(ctx, sqlConsumeToken, hash, cust, now)
+	res, err := conn.ExecContext(ctx, sqlBeginConsume, hash, cust, now)
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return cmpOr(err, benchError("TOKEN_NOT_CONSUMED"))
 	}
-	order, err := lockProducts(ctx, tx, cust, x, y, now)
+	order, err := lockProducts(ctx, conn, cust, x, y, now)
 	if err != nil {
 		return err
 	}
@@ -533,16 +548,17 @@ func (b *bench) rawPlaceTx(ctx context.Context, db *sql.DB, hash, fp []byte, cus
 		order.ID, 2, l2.SKU, l2.Quantity, l2.UnitPriceMinor, l2.LineTotalMinor}
 	insOutcome := []any{hash, cust, fp, order.ID, nil, body, now}
 	args := slices.Concat(reserve, insOrder, insLines, insOutcome)
-	if _, err := tx.ExecContext(ctx, sqlWriteOrder, args...); err != nil {
+	if _, err := conn.ExecContext(ctx, sqlWriteCommit, args...); err != nil {
 		return err
 	}
-	return tx.Commit()
+	committed = true
+	return nil
 }
 
 // lockProducts locks and reads the two products (x < y) like orderd and
 // prices the order.
-func lockProducts(ctx context.Context, tx *sql.Tx, cust, x, y string, now time.Time) (*store.Order, error) {
-	rows, err := tx.QueryContext(ctx, sqlLockProducts, x, y)
+func lockProducts(ctx context.Context, conn *sql.Conn, cust, x, y string, now time.Time) (*store.Order, error) {
+	rows, err := conn.QueryContext(ctx, sqlLockProducts, x, y)
 	if err != nil {
 		return nil, err
 	}
