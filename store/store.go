@@ -164,4 +164,3 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close closes the connection pool.
 func (s *Store) Close() error { return s.db.Close() }
-
