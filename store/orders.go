@@ -16,10 +16,25 @@ import (
 	"github.com/google/uuid"
 )
 
+// claimOutcome inserts the token's outcome row before anything else, with
+// an empty body that the same transaction fills in before it commits. The
+// row's primary key (the token hash) is the lock that every call with the
+// token queues on: InnoDB makes a second INSERT of a key wait for the
+// transaction that inserted it, then fail with a duplicate key (1062) if it
+// committed, or go on if it rolled back. So a call that gets past the claim
+// knows that no other call is placing the token.
+//
+// The token row is not a reliable lock for this: under load MariaDB 10.11
+// was seen to let a duplicate's DELETE and its locking read skip the token
+// row that an owner had delete-marked and not yet committed, so the
+// duplicate answered TOKEN_NOT_FOUND while the order was being placed
+// (docs/BENCHMARKS.md, "storm").
+const claimOutcome = `INSERT INTO outcomes (token_hash, customer_id, request_hash, order_id, rejection, body, create_time) VALUES (?, ?, ?, NULL, NULL, '', ?)`
+
 // consumeToken deletes the token row if it belongs to the customer and has
-// not expired. One affected row means this transaction owns the token; a
-// concurrent duplicate blocks here on the row lock until the owner commits
-// (and then deletes nothing) or rolls back (and then owns the token).
+// not expired; it runs after claimOutcome succeeded. One affected row means
+// this transaction owns the token; none means it cannot be consumed (gone,
+// expired, another customer's), as no other call holds the claim.
 //
 // The multi-table form exists only for the index hint (MySQL and MariaDB
 // allow hints there, not in a single-table DELETE): with few live tokens
@@ -54,33 +69,45 @@ func (s *Store) PlaceOrder(ctx context.Context, req PlaceRequest) (*Outcome, err
 	var out *Outcome
 	err := s.inTx(ctx, func(tx *tx) error {
 		now := s.opts.Now().UTC().Truncate(time.Microsecond)
-		// At most twice: the second DELETE runs only after priorOutcome
-		// found the token live under its lock, so it deletes it.
-		for range 2 {
-			res, err := tx.ExecContext(ctx, consumeToken, hash, req.CustomerID, now)
-			if err != nil {
-				return fmt.Errorf("consume token: %w", err)
+		// One round trip with START TRANSACTION: claim, then consume.
+		res, err := tx.ExecContext(ctx, claimOutcome+"; "+consumeToken, hash, req.CustomerID, fp, now, hash, req.CustomerID, now)
+		if mysqlErrNumber(err) == erDupEntry {
+			// Another call claimed the token and committed (the INSERT
+			// waited for it if it was in flight): answer with its outcome.
+			// The DELETE did not run.
+			var found bool
+			out, found, err = readOutcome(ctx, tx, hash, req.CustomerID, fp)
+			if err == nil && !found {
+				err = fmt.Errorf("claim token: duplicate key but no outcome: %w", ErrContention)
 			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return fmt.Errorf("consume token: %w", err)
-			}
-			if n == 1 {
-				out, err = execute(ctx, tx, hash, fp, req.CustomerID, items, now)
-				return err
-			}
-			out, err = priorOutcome(ctx, tx, hash, req.CustomerID, fp, now)
-			if !errors.Is(err, errTokenLive) {
-				return err
-			}
+			return err
 		}
-		return fmt.Errorf("consume token: %w", errTokenLive)
+		if err != nil {
+			return fmt.Errorf("claim token: %w", err)
+		}
+		n, err := res.RowsAffected() // the DELETE's
+		if err != nil {
+			return fmt.Errorf("consume token: %w", err)
+		}
+		if n == 1 {
+			out, err = execute(ctx, tx, hash, fp, req.CustomerID, items, now)
+			return err
+		}
+		// Returning an error rolls the claim back.
+		return whyNotConsumable(ctx, tx, hash, req.CustomerID, now)
 	})
 	if mysqlErrNumber(err) == erDupEntry {
-		// The UNIQUE keys on the token hash caught a second outcome for
-		// one token: whatever raced us committed first, so replay it.
+		// The orders table's UNIQUE token hash caught a second order: the
+		// claim succeeded because the token's outcome row was gone while
+		// its order stayed (a token row restored after its outcome was
+		// purged). The writes were rolled back; answer with the outcome if
+		// there is one by now.
 		err = s.inTx(ctx, func(tx *tx) error {
-			out, err = priorOutcome(ctx, tx, hash, req.CustomerID, fp, s.opts.Now().UTC())
+			var found bool
+			out, found, err = readOutcome(ctx, tx, hash, req.CustomerID, fp)
+			if err == nil && !found {
+				err = errors.New("the token has an order but no stored outcome")
+			}
 			return err
 		})
 	}
@@ -95,7 +122,8 @@ const (
 	lockProductsSuffix = `) ORDER BY sku FOR UPDATE`
 	insertOrder        = `INSERT INTO orders (id, customer_id, token_hash, total_minor, currency, status, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`
 	insertLinesPrefix  = `INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor, line_total_minor) VALUES `
-	insertOutcome      = `INSERT INTO outcomes (token_hash, customer_id, request_hash, order_id, rejection, body, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	// fillOutcome completes the row claimOutcome inserted.
+	fillOutcome = `UPDATE outcomes SET order_id = ?, rejection = ?, body = ? WHERE token_hash = ?`
 )
 
 // execute runs the placement for a token this transaction has consumed.
@@ -150,7 +178,7 @@ func execute(ctx context.Context, tx *tx, hash, fp []byte, customerID string, it
 
 	if short != nil {
 		out := &Outcome{Rejection: short}
-		if err := storeOutcome(ctx, tx, hash, fp, customerID, out, now); err != nil {
+		if err := storeOutcome(ctx, tx, hash, out); err != nil {
 			return nil, err
 		}
 		return out, nil
@@ -164,7 +192,7 @@ func execute(ctx context.Context, tx *tx, hash, fp []byte, customerID string, it
 	// (1062) still reaches the replay path, nothing is committed, and
 	// inTx's rollback undoes the statements before it.
 	var q strings.Builder
-	wargs := make([]any, 0, 9*len(items)+14) // 3 per line in the UPDATE, 6 per line, 7 + 7
+	wargs := make([]any, 0, 9*len(items)+11) // 3 per line in the UPDATE, 6 per line, 7 + 4
 	q.WriteString("UPDATE products SET stock = CASE sku")
 	for _, it := range items {
 		q.WriteString(" WHEN ? THEN stock - ?")
@@ -179,11 +207,11 @@ func execute(ctx context.Context, tx *tx, hash, fp []byte, customerID string, it
 		wargs = append(wargs, order.ID, i+1, l.SKU, l.Quantity, l.UnitPriceMinor, l.LineTotalMinor)
 	}
 	out := &Outcome{Order: order}
-	oargs, err := outcomeArgs(hash, fp, customerID, out, now)
+	oargs, err := outcomeArgs(hash, out)
 	if err != nil {
 		return nil, err
 	}
-	q.WriteString("; " + insertOutcome)
+	q.WriteString("; " + fillOutcome)
 	wargs = append(wargs, oargs...)
 	if err := tx.ExecCommit(ctx, q.String(), wargs...); err != nil {
 		return nil, fmt.Errorf("write order: %w", err)
@@ -206,19 +234,19 @@ type outcomeBody struct {
 }
 
 // storeOutcome records a rejection as the token's outcome and commits.
-func storeOutcome(ctx context.Context, tx *tx, hash, fp []byte, customerID string, out *Outcome, now time.Time) error {
-	args, err := outcomeArgs(hash, fp, customerID, out, now)
+func storeOutcome(ctx context.Context, tx *tx, hash []byte, out *Outcome) error {
+	args, err := outcomeArgs(hash, out)
 	if err != nil {
 		return err
 	}
-	if err := tx.ExecCommit(ctx, insertOutcome, args...); err != nil {
+	if err := tx.ExecCommit(ctx, fillOutcome, args...); err != nil {
 		return fmt.Errorf("store outcome: %w", err)
 	}
 	return nil
 }
 
-// outcomeArgs are insertOutcome's arguments for out.
-func outcomeArgs(hash, fp []byte, customerID string, out *Outcome, now time.Time) ([]any, error) {
+// outcomeArgs are fillOutcome's arguments for out.
+func outcomeArgs(hash []byte, out *Outcome) ([]any, error) {
 	body := outcomeBody{Order: out.Order}
 	var orderID, rejection sql.NullString
 	if out.Order != nil {
@@ -237,57 +265,36 @@ func outcomeArgs(hash, fp []byte, customerID string, out *Outcome, now time.Time
 	if err != nil {
 		return nil, fmt.Errorf("encode outcome: %w", err)
 	}
-	return []any{hash, customerID, fp, orderID, rejection, b, now}, nil
+	return []any{orderID, rejection, b, hash}, nil
 }
 
 const (
 	selectOutcome = `SELECT customer_id, request_hash, body FROM outcomes WHERE token_hash = ?`
-	// lockToken waits for any transaction that holds the token row (an
-	// owner still placing the order) and then reads what it left.
-	lockToken = `SELECT customer_id, expire_time FROM tokens FORCE INDEX (PRIMARY) WHERE token_hash = ? FOR UPDATE`
+	selectToken   = `SELECT customer_id, expire_time FROM tokens WHERE token_hash = ?`
 )
 
-// errTokenLive: priorOutcome found the token unused and unexpired under
-// its lock, so this transaction may consume it after all.
-var errTokenLive = errors.New("token is live")
-
-// priorOutcome explains why this transaction could not consume the token:
-// its stored outcome (a replay), or expired, or not found. It runs after the
-// consuming DELETE, which waited for any concurrent owner of the token; READ
-// COMMITTED makes that owner's outcome visible here.
-//
-// TOKEN_EXPIRED and TOKEN_NOT_FOUND are definitive answers a client will
-// not retry, so they are given only after a locking read of the token row
-// has waited for any owner still in flight, whatever the DELETE did: under
-// heavy load duplicates were seen to get them while another caller was
-// placing the same token. If the row is then live and the customer's, the
-// owner rolled back: errTokenLive tells the caller to consume it.
-func priorOutcome(ctx context.Context, tx *tx, hash []byte, customerID string, fp []byte, now time.Time) (*Outcome, error) {
-	out, found, err := readOutcome(ctx, tx, hash, customerID, fp)
-	if found || err != nil {
-		return out, err
-	}
+// whyNotConsumable explains why this transaction, holding the token's
+// claim, could not consume it: ErrTokenExpired if the customer's token is
+// still there but expired, else ErrTokenNotFound (never issued, another
+// customer's, or purged). Definitive answers a client will not retry, so
+// they rest on the claim: no other call was placing the token meanwhile.
+func whyNotConsumable(ctx context.Context, tx *tx, hash []byte, customerID string, now time.Time) error {
 	var (
 		owner  string
 		expire time.Time
 	)
-	err = tx.scanRow(ctx, lockToken, []any{hash}, &owner, &expire)
+	err := tx.scanRow(ctx, selectToken, []any{hash}, &owner, &expire)
 	switch {
-	case errNoRows(err):
-		// Gone: an owner may have committed while we looked.
-		out, found, err := readOutcome(ctx, tx, hash, customerID, fp)
-		if found || err != nil {
-			return out, err
-		}
-		return nil, ErrTokenNotFound
+	case errNoRows(err), err == nil && owner != customerID:
+		return ErrTokenNotFound
 	case err != nil:
-		return nil, fmt.Errorf("lock token: %w", err)
-	case owner != customerID:
-		return nil, ErrTokenNotFound
-	case now.Before(expire):
-		return nil, errTokenLive
+		return fmt.Errorf("read token: %w", err)
+	case !now.Before(expire):
+		return ErrTokenExpired
 	}
-	return nil, ErrTokenExpired
+	// Live and the customer's, yet the DELETE left it: not expected while
+	// this call holds the claim. Let the client retry rather than answer.
+	return fmt.Errorf("consume token: a live token was not consumed: %w", ErrContention)
 }
 
 // readOutcome reads the stored outcome of a token: found is false when

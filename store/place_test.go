@@ -3,6 +3,7 @@ package store_test
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -191,34 +192,26 @@ func TestPlaceOrderReplaysStoredOrder(t *testing.T) {
 	}
 }
 
-// TestPlaceOrderDuplicateKeyInWritesReplays covers the second line of
-// defence: a token row that reappears after its order was placed (restored
-// from a backup, say) is consumed again, and then a UNIQUE token hash stops
-// the writes, which PlaceOrder sends as one multi-statement round trip. The
-// failing statement must come back as the duplicate-key error (not be lost
-// behind the statements before it), the rollback must undo the statements
-// before it, and the call must replay the first order.
-func TestPlaceOrderDuplicateKeyInWritesReplays(t *testing.T) {
+// TestPlaceOrderTokenRowRestored covers a token row that reappears after
+// its order was placed (restored from a backup, say). With its outcome
+// still stored, the claim meets the outcome's key and the call replays.
+// With the outcome gone, the claim succeeds and the orders table's UNIQUE
+// token hash stops the writes, which travel as one multi-statement round
+// trip: the failing statement (the 2nd of 5) must come back as an error,
+// not be lost behind the UPDATE before it, and the rollback must undo the
+// claim, the DELETE and the stock.
+func TestPlaceOrderTokenRowRestored(t *testing.T) {
 	items := []store.Item{{SKU: "A", Quantity: 2}, {SKU: "B", Quantity: 1}}
-	tests := []struct {
-		name string
-		// prepare removes rows so that the duplicate key is hit by a
-		// later statement of the batch.
-		prepare string
-	}{
-		{name: "at the order (2nd statement)"},
-		{name: "at the outcome (4th statement)", prepare: "DELETE l, o FROM orders o JOIN order_lines l ON l.order_id = o.id WHERE o.token_hash = ?"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, outcomeKept := range []bool{true, false} {
+		t.Run(fmt.Sprintf("outcome kept %v", outcomeKept), func(t *testing.T) {
 			e := newEnv(t, store.Options{})
 			e.put(t, product("A", 500, "EUR", 10), product("B", 250, "EUR", 10))
 			tok := e.issue(t, "alice")
 			req := store.PlaceRequest{Token: tok.Token, CustomerID: "alice", Items: items}
 			first := e.placeOrder(t, req)
 			hash := store.HashToken(tok.Token)
-			if tt.prepare != "" {
-				if _, err := e.db.ExecContext(t.Context(), tt.prepare, hash); err != nil {
+			if !outcomeKept {
+				if _, err := e.db.ExecContext(t.Context(), "DELETE FROM outcomes WHERE token_hash = ?", hash); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -228,15 +221,19 @@ func TestPlaceOrderDuplicateKeyInWritesReplays(t *testing.T) {
 			}
 			before := e.snapshot(t)
 
-			out := e.place(t, req)
-			if !out.Replayed || out.Rejection != nil {
-				t.Fatalf("Replayed = %v, Rejection = %v; want the first order replayed", out.Replayed, out.Rejection)
-			}
-			if d := cmp.Diff(first, out.Order); d != "" {
-				t.Errorf("replayed order mismatch (-want +got):\n%s", d)
+			out, err := e.s.PlaceOrder(t.Context(), req)
+			if outcomeKept {
+				if err != nil || !out.Replayed || out.Rejection != nil {
+					t.Fatalf("PlaceOrder = %+v, %v; want the first order replayed", out, err)
+				}
+				if d := cmp.Diff(first, out.Order); d != "" {
+					t.Errorf("replayed order mismatch (-want +got):\n%s", d)
+				}
+			} else if err == nil || errors.Is(err, store.ErrTokenNotFound) || errors.Is(err, store.ErrTokenExpired) {
+				t.Errorf("PlaceOrder = %+v, %v; want an error that is not a definitive token answer", out, err)
 			}
 			if d := cmp.Diff(before, e.snapshot(t)); d != "" {
-				t.Errorf("the failed writes were not rolled back (-want +got):\n%s", d)
+				t.Errorf("the call changed the database (-want +got):\n%s", d)
 			}
 		})
 	}

@@ -24,7 +24,14 @@ func TestDuplicateWaitsForOwnerThatRollsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := owner.ExecContext(ctx, "DELETE FROM tokens WHERE token_hash = ?", store.HashToken(tok.Token))
+	// The owner's first steps, as PlaceOrder takes them: claim the
+	// outcome row, consume the token.
+	hash := store.HashToken(tok.Token)
+	if _, err := owner.ExecContext(ctx, "INSERT INTO outcomes (token_hash, customer_id, request_hash, order_id, rejection, body, create_time) VALUES (?, 'alice', ?, NULL, NULL, '', ?)",
+		hash, make([]byte, 32), t0); err != nil {
+		t.Fatalf("owner's claim: %v", err)
+	}
+	res, err := owner.ExecContext(ctx, "DELETE FROM tokens WHERE token_hash = ?", hash)
 	if n, _ := res.RowsAffected(); err != nil || n != 1 {
 		t.Fatalf("owner's DELETE: %d rows, %v", n, err)
 	}
