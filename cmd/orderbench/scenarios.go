@@ -422,20 +422,23 @@ SELECT ?, ?, ?, ? FROM DUAL
 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM tokens WHERE customer_id = ? AND expire_time > ? LIMIT ?) AS outstanding) < ?`
 	// sqlConsumeToken is store.consumeToken: the multi-table form, the
 	// one that takes the index hint, with the primary key forced.
-	sqlConsumeToken  = `DELETE t FROM tokens AS t FORCE INDEX (PRIMARY) WHERE t.token_hash = ? AND t.customer_id = ? AND t.expire_time > ?`
-	sqlLockProducts  = `SELECT sku, unit_price_minor, currency, stock FROM products WHERE sku IN (?, ?) ORDER BY sku FOR UPDATE`
-	sqlReserveStock  = `UPDATE products SET stock = CASE sku WHEN ? THEN stock - ? WHEN ? THEN stock - ? END WHERE sku IN (?, ?)`
-	sqlInsertOrder   = `INSERT INTO orders (id, customer_id, token_hash, total_minor, currency, status, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`
-	sqlInsertLines   = `INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor, line_total_minor) VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)`
-	sqlInsertOutcome = `INSERT INTO outcomes (token_hash, customer_id, request_hash, order_id, rejection, body, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlConsumeToken = `DELETE t FROM tokens AS t FORCE INDEX (PRIMARY) WHERE t.token_hash = ? AND t.customer_id = ? AND t.expire_time > ?`
+	sqlLockProducts = `SELECT sku, unit_price_minor, currency, stock FROM products WHERE sku IN (?, ?) ORDER BY sku FOR UPDATE`
+	sqlReserveStock = `UPDATE products SET stock = CASE sku WHEN ? THEN stock - ? WHEN ? THEN stock - ? END WHERE sku IN (?, ?)`
+	sqlInsertOrder  = `INSERT INTO orders (id, customer_id, token_hash, total_minor, currency, status, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlInsertLines  = `INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor, line_total_minor) VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)`
+	// sqlClaimOutcome is store.claimOutcome, sqlFillOutcome store.fillOutcome.
+	sqlClaimOutcome = `INSERT INTO outcomes (token_hash, customer_id, request_hash, order_id, rejection, body, create_time) VALUES (?, ?, ?, NULL, NULL, '', ?)`
+	sqlFillOutcome  = `UPDATE outcomes SET order_id = ?, rejection = ?, body = ? WHERE token_hash = ?`
 )
 
-// The placement's three round trips (store/tx.go): START TRANSACTION with
-// the DELETE; the locking SELECT; the UPDATE and the three INSERTs with the
-// COMMIT (multi-statement queries, which store.Open enables).
+// The placement's three round trips (store/orders.go, store/tx.go): START
+// TRANSACTION with the outcome claim and the DELETE; the locking SELECT;
+// the stock UPDATE, the order and lines INSERTs and the outcome UPDATE with
+// the COMMIT (multi-statement queries, which store.Open enables).
 const (
-	sqlBeginConsume = "START TRANSACTION; " + sqlConsumeToken
-	sqlWriteCommit  = sqlReserveStock + "; " + sqlInsertOrder + "; " + sqlInsertLines + "; " + sqlInsertOutcome + "; COMMIT"
+	sqlBeginConsume = "START TRANSACTION; " + sqlClaimOutcome + "; " + sqlConsumeToken
+	sqlWriteCommit  = sqlReserveStock + "; " + sqlInsertOrder + "; " + sqlInsertLines + "; " + sqlFillOutcome + "; COMMIT"
 )
 
 // rawOp is the floor of flow: the token INSERT, then the placement
@@ -526,7 +529,7 @@ func (b *bench) rawPlaceTx(ctx context.Context, db *sql.DB, hash, fp []byte, cus
 		}
 	}()
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	res, err := conn.ExecContext(ctx, sqlBeginConsume, hash, cust, now)
+	res, err := conn.ExecContext(ctx, sqlBeginConsume, hash, cust, fp, now, hash, cust, now)
 	if err != nil {
 		return err
 	}
@@ -546,8 +549,8 @@ func (b *bench) rawPlaceTx(ctx context.Context, db *sql.DB, hash, fp []byte, cus
 	insOrder := []any{order.ID, cust, hash, order.TotalMinor, order.Currency, order.Status, now}
 	insLines := []any{order.ID, 1, l1.SKU, l1.Quantity, l1.UnitPriceMinor, l1.LineTotalMinor,
 		order.ID, 2, l2.SKU, l2.Quantity, l2.UnitPriceMinor, l2.LineTotalMinor}
-	insOutcome := []any{hash, cust, fp, order.ID, nil, body, now}
-	args := slices.Concat(reserve, insOrder, insLines, insOutcome)
+	fillOutcome := []any{order.ID, nil, body, hash}
+	args := slices.Concat(reserve, insOrder, insLines, fillOutcome)
 	if _, err := conn.ExecContext(ctx, sqlWriteCommit, args...); err != nil {
 		return err
 	}
