@@ -12,8 +12,8 @@ import (
 // tx is a transaction on one pooled connection that saves round trips:
 // START TRANSACTION travels with its first statement and, through
 // ExecCommit, COMMIT with its last (multi-statement queries, which Open
-// enables). PlaceOrder is then 3 round trips: START TRANSACTION + DELETE
-// token; SELECT … FOR UPDATE; the writes + COMMIT.
+// enables). PlaceOrder is then 3 round trips: START TRANSACTION + outcome
+// claim + DELETE token; SELECT … FOR UPDATE; the writes + COMMIT.
 //
 // database/sql's Tx sends BEGIN and COMMIT as round trips of their own,
 // which is why tx manages the transaction itself. Its rule: a connection
