@@ -64,18 +64,9 @@ func TestJanitorPurgesExpiredTokens(t *testing.T) {
 // OnPurge (here the metric) as it goes, asks for the pauses that keep it to
 // RowsPerSecond, and logs one line per purge.
 func TestJanitorPacesAndReportsEachBatch(t *testing.T) {
-	// The store's clock stands still two hours ago: the 25 tokens are long
-	// expired, and a batch takes no time on it, so each pause is exactly
-	// rows/rate.
-	issued := time.Now().Add(-2 * time.Hour)
-	st, _ := storetest.New(t, store.Options{Now: func() time.Time { return issued }, TokenTTL: time.Minute})
+	st, _ := storeWithExpiredTokens(t, 25)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for range 25 {
-		if _, err := st.IssueToken(ctx, "alice"); err != nil {
-			t.Fatal(err)
-		}
-	}
 	reg := prometheus.NewRegistry()
 	metrics := server.NewMetrics(reg)
 	var logs bytes.Buffer
@@ -132,15 +123,9 @@ func TestJanitorPacesAndReportsEachBatch(t *testing.T) {
 // TestJanitorStopsDuringPause: ctx ending while the janitor pauses between
 // batches (really waiting) stops it at once.
 func TestJanitorStopsDuringPause(t *testing.T) {
-	issued := time.Now().Add(-2 * time.Hour)
-	st, dsn := storetest.New(t, store.Options{Now: func() time.Time { return issued }, TokenTTL: time.Minute})
+	st, dsn := storeWithExpiredTokens(t, 5)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for range 5 {
-		if _, err := st.IssueToken(ctx, "alice"); err != nil {
-			t.Fatal(err)
-		}
-	}
 	reports := make(chan store.PurgeResult, 100)
 	done := make(chan struct{})
 	go func() {
@@ -182,4 +167,20 @@ func waitDone(t *testing.T, done <-chan struct{}) {
 	case <-time.After(time.Minute):
 		t.Fatal("RunJanitor still running a minute after its context was cancelled")
 	}
+}
+
+// storeWithExpiredTokens is a store on a fresh database whose clock stands
+// still two hours ago, holding n of alice's tokens, all long expired. A
+// purge batch takes no time on that clock, so each pause is exactly
+// rows/rate.
+func storeWithExpiredTokens(t *testing.T, n int) (*store.Store, string) {
+	t.Helper()
+	issued := time.Now().Add(-2 * time.Hour)
+	st, dsn := storetest.New(t, store.Options{Now: func() time.Time { return issued }, TokenTTL: time.Minute})
+	for range n {
+		if _, err := st.IssueToken(t.Context(), "alice"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st, dsn
 }
