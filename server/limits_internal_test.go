@@ -2,31 +2,14 @@ package server
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/orderd/orderd/store/storetest"
 )
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestCustomerLimiter(t *testing.T) {
-	clk := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	clk := storetest.NewClock(time.Unix(1_800_000_000, 0))
 	l := newCustomerLimiter(2, 3, 100, clk.Now) // 2/s, bursts of 3: full again 1.5s after emptied
 
 	t.Run("burst, then the refill delay", func(t *testing.T) {

@@ -3,7 +3,6 @@ package store_test
 import (
 	"database/sql"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,31 +14,12 @@ import (
 // the precision the database keeps, so that times round-trip exactly.
 var t0 = time.Date(2031, time.March, 14, 15, 9, 26, 535897000, time.UTC)
 
-// clock is the store's injected clock. The store calls Now from many
-// goroutines at once, so it is guarded by a mutex.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // env is a store on a fresh database, its clock, and a plain connection
 // pool on the same database for direct checks.
 type env struct {
 	s     *store.Store
 	db    *sql.DB
-	clock *clock
+	clock *storetest.Clock
 	opts  store.Options
 }
 
@@ -47,7 +27,7 @@ type env struct {
 // by a test clock starting at t0; the zero TokenTTL becomes one hour.
 func newEnv(tb testing.TB, opts store.Options) *env {
 	tb.Helper()
-	c := &clock{now: t0}
+	c := storetest.NewClock(t0)
 	opts.Now = c.Now
 	if opts.TokenTTL == 0 {
 		opts.TokenTTL = time.Hour

@@ -14,7 +14,7 @@ import (
 // openStore opens a store on dsn with a clock fixed at t0.
 func openStore(tb testing.TB, dsn string) *store.Store {
 	tb.Helper()
-	s, err := store.Open(tb.Context(), dsn, store.Options{Now: (&clock{now: t0}).Now})
+	s, err := store.Open(tb.Context(), dsn, store.Options{Now: storetest.NewClock(t0).Now})
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
 	}
