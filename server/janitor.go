@@ -11,7 +11,7 @@ import (
 // Purger deletes expired tokens and old outcomes in paced batches;
 // *store.Store implements it.
 type Purger interface {
-	PurgeWith(ctx context.Context, opts store.PurgeOptions) (store.PurgeResult, error)
+	Purge(ctx context.Context, opts store.PurgeOptions) (store.PurgeResult, error)
 }
 
 // JanitorOptions configures RunJanitor.
@@ -53,7 +53,7 @@ func RunJanitor(ctx context.Context, p Purger, opts JanitorOptions, log *slog.Lo
 		case <-t.C:
 		}
 		now := time.Now()
-		res, err := p.PurgeWith(ctx, store.PurgeOptions{
+		res, err := p.Purge(ctx, store.PurgeOptions{
 			TokensBefore: now.Add(-opts.TokenGrace), OutcomesBefore: now.Add(-opts.OutcomeRetention),
 			Batch: opts.Batch, RowsPerSecond: opts.RowsPerSecond, OnBatch: opts.OnPurge, Sleep: opts.Sleep,
 		})

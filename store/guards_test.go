@@ -38,7 +38,7 @@ func TestStoreGuardsItsOwnInputs(t *testing.T) {
 	if _, _, err := e.s.ListOrders(ctx, "alice", 0, nil); !errors.Is(err, store.ErrInvalidRequest) {
 		t.Errorf("ListOrders(page size 0) = %v, want ErrInvalidRequest", err)
 	}
-	if _, err := e.s.Purge(ctx, t0, t0, 0); !errors.Is(err, store.ErrInvalidRequest) {
+	if _, err := e.s.Purge(ctx, store.PurgeOptions{TokensBefore: t0, OutcomesBefore: t0}); !errors.Is(err, store.ErrInvalidRequest) {
 		t.Errorf("Purge(batch 0) = %v, want ErrInvalidRequest", err)
 	}
 }

@@ -18,7 +18,7 @@ type PurgeResult struct {
 	Outcomes int64
 }
 
-// PurgeOptions says what PurgeWith deletes and how fast.
+// PurgeOptions says what Purge deletes and how fast.
 type PurgeOptions struct {
 	// TokensBefore: unused tokens that expired before it are deleted.
 	TokensBefore time.Time
@@ -44,14 +44,7 @@ type PurgeOptions struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
-// Purge deletes unused tokens that expired before tokensBefore and stored
-// outcomes recorded before outcomesBefore, in batches of at most batch rows,
-// back to back. It is PurgeWith without pacing or per-batch reports.
-func (s *Store) Purge(ctx context.Context, tokensBefore, outcomesBefore time.Time, batch int) (PurgeResult, error) {
-	return s.PurgeWith(ctx, PurgeOptions{TokensBefore: tokensBefore, OutcomesBefore: outcomesBefore, Batch: batch})
-}
-
-// PurgeWith deletes unused tokens that expired before opts.TokensBefore, then
+// Purge deletes unused tokens that expired before opts.TokensBefore, then
 // stored outcomes recorded before opts.OutcomesBefore, in batches of at most
 // opts.Batch rows (each its own short statement, so its own transaction),
 // paced to opts.RowsPerSecond, until none is left or ctx ends. A batch
@@ -63,7 +56,7 @@ func (s *Store) Purge(ctx context.Context, tokensBefore, outcomesBefore time.Tim
 //
 // Once an outcome is purged, its token answers ErrTokenNotFound; the order
 // itself stays, and its UNIQUE token hash still prevents a second order.
-func (s *Store) PurgeWith(ctx context.Context, opts PurgeOptions) (PurgeResult, error) {
+func (s *Store) Purge(ctx context.Context, opts PurgeOptions) (PurgeResult, error) {
 	var res PurgeResult
 	if opts.Batch < 1 {
 		return res, withDetail(ErrInvalidRequest, "batch", fmt.Sprint(opts.Batch))

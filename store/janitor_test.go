@@ -16,7 +16,7 @@ import (
 )
 
 // TestPurge purges 7 expired tokens and 3 old outcomes, next to rows that
-// must stay, with Purge and with a paced PurgeWith, in several batch sizes.
+// must stay, with Purge and with a paced Purge, in several batch sizes.
 func TestPurge(t *testing.T) {
 	for _, tc := range []struct {
 		batch int
@@ -41,7 +41,7 @@ func TestPurge(t *testing.T) {
 }
 
 // testPurge is one case of TestPurge. Unpaced, it calls Purge; paced, it
-// calls PurgeWith at 1000 rows/s and checks the per-batch reports and the
+// calls Purge at 1000 rows/s and checks the per-batch reports and the
 // pauses it asks for (wantWaits, in rows).
 func testPurge(t *testing.T, batch int, paced bool, wantWaits []int64) {
 	const ttl = time.Hour
@@ -79,13 +79,13 @@ func testPurge(t *testing.T, batch int, paced bool, wantWaits []int64) {
 		waits   []time.Duration
 	)
 	if paced {
-		got, err = e.s.PurgeWith(t.Context(), store.PurgeOptions{
+		got, err = e.s.Purge(t.Context(), store.PurgeOptions{
 			TokensBefore: tokensBefore, OutcomesBefore: outcomesBefore, Batch: batch, RowsPerSecond: rate,
 			OnBatch: func(r store.PurgeResult) { batches = append(batches, r) },
 			Sleep:   recordSleep(&waits),
 		})
 	} else {
-		got, err = e.s.Purge(t.Context(), tokensBefore, outcomesBefore, batch)
+		got, err = e.s.Purge(t.Context(), store.PurgeOptions{TokensBefore: tokensBefore, OutcomesBefore: outcomesBefore, Batch: batch})
 	}
 	if err != nil {
 		t.Fatalf("Purge: %v", err)
@@ -129,7 +129,7 @@ func testPurge(t *testing.T, batch int, paced bool, wantWaits []int64) {
 
 	t.Run("a second run finds nothing", func(t *testing.T) {
 		var waits []time.Duration
-		got, err := e.s.PurgeWith(t.Context(), store.PurgeOptions{
+		got, err := e.s.Purge(t.Context(), store.PurgeOptions{
 			TokensBefore: tokensBefore, OutcomesBefore: outcomesBefore, Batch: batch, RowsPerSecond: rate,
 			OnBatch: func(r store.PurgeResult) { t.Errorf("OnBatch(%+v) for a purge that deleted nothing", r) },
 			Sleep:   recordSleep(&waits),
@@ -171,13 +171,13 @@ func TestPurgeUnpacedNeverWaits(t *testing.T) {
 	}
 	var batches []store.PurgeResult
 	var waits []time.Duration
-	got, err := e.s.PurgeWith(t.Context(), store.PurgeOptions{
+	got, err := e.s.Purge(t.Context(), store.PurgeOptions{
 		TokensBefore: t0.Add(time.Hour), OutcomesBefore: t0.Add(time.Hour), Batch: 2,
 		OnBatch: func(r store.PurgeResult) { batches = append(batches, r) },
 		Sleep:   recordSleep(&waits),
 	})
 	if err != nil || got != (store.PurgeResult{Tokens: 5}) {
-		t.Fatalf("PurgeWith = %+v, %v; want 5 tokens", got, err)
+		t.Fatalf("Purge = %+v, %v; want 5 tokens", got, err)
 	}
 	if want := []store.PurgeResult{{Tokens: 2}, {Tokens: 2}, {Tokens: 1}}; !cmp.Equal(want, batches) {
 		t.Errorf("OnBatch reports = %+v, want %+v", batches, want)
@@ -188,7 +188,7 @@ func TestPurgeUnpacedNeverWaits(t *testing.T) {
 }
 
 // TestPurgePauseSubtractsBatchTime: a batch's own duration counts towards
-// its pause. The clock here moves 10ms at every reading, and PurgeWith reads
+// its pause. The clock here moves 10ms at every reading, and Purge reads
 // it before and after each DELETE, so every batch takes 10ms.
 func TestPurgePauseSubtractsBatchTime(t *testing.T) {
 	const step = 10 * time.Millisecond
@@ -201,12 +201,12 @@ func TestPurgePauseSubtractsBatchTime(t *testing.T) {
 		}
 	}
 	var waits []time.Duration
-	got, err := s.PurgeWith(t.Context(), store.PurgeOptions{
+	got, err := s.Purge(t.Context(), store.PurgeOptions{
 		TokensBefore: t0.Add(time.Hour), OutcomesBefore: t0, Batch: 2, RowsPerSecond: 100,
 		Sleep: recordSleep(&waits),
 	})
 	if err != nil || got != (store.PurgeResult{Tokens: 5}) {
-		t.Fatalf("PurgeWith = %+v, %v; want 5 tokens", got, err)
+		t.Fatalf("Purge = %+v, %v; want 5 tokens", got, err)
 	}
 	// Batches of 2, 2 and 1 tokens owe 20, 20 and 10ms; each took 10ms. The
 	// last one owes nothing more, so the outcomes batch follows at once.
@@ -236,7 +236,7 @@ func TestPurgeStopsWhenCanceledDuringPause(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		// 2 rows at 0.001 rows/s owe a pause of over half an hour.
-		res, err := e.s.PurgeWith(ctx, store.PurgeOptions{
+		res, err := e.s.Purge(ctx, store.PurgeOptions{
 			TokensBefore: t0.Add(time.Hour), OutcomesBefore: t0, Batch: 2, RowsPerSecond: 0.001,
 			OnBatch: func(store.PurgeResult) { batched <- struct{}{} },
 		})
@@ -246,10 +246,10 @@ func TestPurgeStopsWhenCanceledDuringPause(t *testing.T) {
 	select {
 	case r = <-done:
 	case <-time.After(time.Minute):
-		t.Fatal("PurgeWith still running a minute after its context was cancelled")
+		t.Fatal("Purge still running a minute after its context was cancelled")
 	}
 	if !errors.Is(r.err, context.Canceled) || r.res != (store.PurgeResult{Tokens: 2}) {
-		t.Errorf("PurgeWith = %+v, %v; want 2 tokens and context.Canceled", r.res, r.err)
+		t.Errorf("Purge = %+v, %v; want 2 tokens and context.Canceled", r.res, r.err)
 	}
 	if n := e.count(t, "tokens", ""); n != 3 {
 		t.Errorf("%d tokens left, want 3: no batch after the cancel", n)
@@ -267,8 +267,8 @@ func TestPurgeRejectsBadOptions(t *testing.T) {
 		{Batch: 10, RowsPerSecond: math.NaN()},
 	} {
 		opts.TokensBefore, opts.OutcomesBefore = t0.Add(24*time.Hour), t0.Add(24*time.Hour)
-		if got, err := e.s.PurgeWith(t.Context(), opts); !errors.Is(err, store.ErrInvalidRequest) || got != (store.PurgeResult{}) {
-			t.Errorf("PurgeWith(batch %d, rate %v) = %+v, %v; want ErrInvalidRequest", opts.Batch, opts.RowsPerSecond, got, err)
+		if got, err := e.s.Purge(t.Context(), opts); !errors.Is(err, store.ErrInvalidRequest) || got != (store.PurgeResult{}) {
+			t.Errorf("Purge(batch %d, rate %v) = %+v, %v; want ErrInvalidRequest", opts.Batch, opts.RowsPerSecond, got, err)
 		}
 	}
 	if n := e.count(t, "tokens", ""); n != 1 {

@@ -43,6 +43,9 @@ const claimOutcome = `INSERT INTO outcomes (token_hash, customer_id, request_has
 // orders) rather than just this one.
 const consumeToken = `DELETE t FROM tokens AS t FORCE INDEX (PRIMARY) WHERE t.token_hash = ? AND t.customer_id = ? AND t.expire_time > ?`
 
+// claimAndConsume is PlaceOrder's first round trip (with START TRANSACTION).
+const claimAndConsume = claimOutcome + "; " + consumeToken
+
 // PlaceOrder consumes the request's token and, in the same transaction,
 // reserves stock, writes the order and stores the outcome; or, if the token
 // was consumed before, returns that first outcome with Replayed set.
@@ -69,8 +72,7 @@ func (s *Store) PlaceOrder(ctx context.Context, req PlaceRequest) (*Outcome, err
 	var out *Outcome
 	err := s.inTx(ctx, func(tx *tx) error {
 		now := s.opts.Now().UTC().Truncate(time.Microsecond)
-		// One round trip with START TRANSACTION: claim, then consume.
-		res, err := tx.ExecContext(ctx, claimOutcome+"; "+consumeToken, hash, req.CustomerID, fp, now, hash, req.CustomerID, now)
+		res, err := tx.ExecContext(ctx, claimAndConsume, hash, req.CustomerID, fp, now, hash, req.CustomerID, now)
 		if mysqlErrNumber(err) == erDupEntry {
 			// Another call claimed the token and committed (the INSERT
 			// waited for it if it was in flight): answer with its outcome.
